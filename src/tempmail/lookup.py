@@ -1,0 +1,199 @@
+"""The lookup policy: a key and an instant in, a socketmap reply out. No I/O, no clock reads.
+
+For each day the valid addresses of every identity are computed once into a table, so a
+lookup is one hash and one dictionary probe. The table is keyed by a keyed BLAKE2b digest of
+the normalised address (a random key per process): the probe compares digests, never the
+attacker's bytes with a code, so its timing tells nothing about how close a guess was.
+
+What Postfix does *not* do for socketmap tables, the lookup does (see README, "Postfix facts"):
+fold case, strip a recipient delimiter extension, answer bare domains and other non-address
+keys with a fast NOTFOUND, and never map an address that could be a result (no loops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from tempmail import schemes, socketmap, window
+from tempmail.socketmap import NOTFOUND, Reply
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Iterable
+
+    from tempmail.config import Identity
+
+_DIGEST_SIZE: Final = 16
+_HEX: Final = frozenset(b"0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Why an address is valid: for logs and metrics, never sent to a client."""
+
+    identity: str
+    day: dt.date
+    scheme: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A reply and, when the key was a valid address, what it matched."""
+
+    reply: Reply
+    match: Match | None = None
+
+
+NOT_AN_ADDRESS: Final = Result(NOTFOUND)
+
+
+@dataclass(frozen=True, slots=True)
+class _TagRules:
+    identity: Identity
+    dates: tuple[dt.date, ...]
+
+
+class AddressTable:
+    """Every valid address at one instant, usable until the next local midnight."""
+
+    __slots__ = ("_by_digest", "_digest_key", "_domains", "_tags", "valid_from", "valid_until")
+
+    def __init__(self, identities: Iterable[Identity], now: float, digest_key: bytes) -> None:
+        self._digest_key = digest_key
+        self._by_digest: dict[bytes, Result] = {}
+        self._domains: set[bytes] = set()
+        self._tags: dict[bytes, list[_TagRules]] = {}
+        self.valid_from = float("-inf")
+        self.valid_until = float("inf")
+        for identity in identities:
+            self._add(identity, now)
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def _add(self, identity: Identity, now: float) -> None:
+        span = window.span_at(now, identity.timezone, identity.window)
+        self._narrow(span, identity)
+        reply = socketmap.ok(identity.recipient)
+        for domain in identity.domains:
+            encoded_domain = domain.encode()
+            self._domains.add(encoded_domain)
+            for scheme in identity.accept:
+                for secret in identity.secrets:
+                    for day in span.dates:
+                        local = schemes.code(scheme, day, secret.reveal(), identity.length)
+                        digest = self._digest(local.encode(), encoded_domain)
+                        # setdefault: on the (2^-4length) chance of two identities sharing a
+                        # code and a domain, the first configured identity wins.
+                        self._by_digest.setdefault(
+                            digest, Result(reply, Match(identity.name, day, scheme.name))
+                        )
+        if identity.tags:
+            tag_span = window.span_at(now, identity.timezone, identity.tag_window)
+            self._narrow(tag_span, identity)
+            for domain in identity.domains:
+                rules = _TagRules(identity, tag_span.dates)
+                self._tags.setdefault(domain.encode(), []).append(rules)
+
+    def _narrow(self, span: window.Span, identity: Identity) -> None:
+        """Shrink the table's lifetime to the current local day of ``identity``."""
+        self.valid_until = min(self.valid_until, span.valid_until)
+        self.valid_from = max(
+            self.valid_from, window.start_of_day(span.dates[0], identity.timezone)
+        )
+
+    def _digest(self, local: bytes, domain: bytes) -> bytes:
+        return hashlib.blake2b(
+            local + b"@" + domain, key=self._digest_key, digest_size=_DIGEST_SIZE
+        ).digest()
+
+    def valid_at(self, now: float) -> bool:
+        """Whether this table still describes ``now`` (midnight passed, clock stepped back)."""
+        return self.valid_from <= now < self.valid_until
+
+    def resolve(self, key: bytes, delimiters: bytes) -> Result:
+        """Look up a request key (the address Postfix asks about)."""
+        if not key.isascii():
+            try:
+                key = key.decode("utf-8").lower().encode("utf-8")
+            except UnicodeDecodeError:
+                return NOT_AN_ADDRESS  # no address we make is invalid UTF-8
+        else:
+            key = key.lower()
+        local, at, domain = key.rpartition(b"@")
+        # Bare domains (virtual_alias_domains probes), bare local parts and "@domain"
+        # wildcard probes are never temporary addresses.
+        if not local or not at or domain not in self._domains:
+            return NOT_AN_ADDRESS
+        for delimiter in delimiters:
+            cut = local.find(delimiter)
+            if cut > 0:  # Postfix does not split "+foo": an extension needs a user before it
+                local = local[:cut]
+        found = self._by_digest.get(self._digest(local, domain))
+        if found is not None:
+            return found
+        rules = self._tags.get(domain)
+        if rules is not None and b"." in local:
+            return self._resolve_tagged(local, rules)
+        return NOT_AN_ADDRESS
+
+    def _resolve_tagged(self, local: bytes, rules: list[_TagRules]) -> Result:
+        tag_bytes, _, code = local.rpartition(b".")
+        tag = tag_bytes.decode()  # ASCII: non-ASCII keys never reach a tagged domain's digits
+        if not schemes.TAG_PATTERN.fullmatch(tag) or not _HEX.issuperset(code):
+            return NOT_AN_ADDRESS
+        for rule in rules:
+            identity = rule.identity
+            if len(code) != identity.length or tag in identity.revoked_tags:
+                continue
+            for day in rule.dates:
+                for secret in identity.secrets:
+                    expected = schemes.tagged_code(day, tag, secret.reveal(), identity.length)
+                    if hmac.compare_digest(expected.encode(), code):
+                        return Result(
+                            socketmap.ok(_with_extension(identity, tag)),
+                            Match(identity.name, day, schemes.HMAC.name, tag),
+                        )
+        return NOT_AN_ADDRESS
+
+
+def _with_extension(identity: Identity, tag: str) -> str:
+    """The recipient with the tag as an address extension, so the owner sees who leaked."""
+    if not identity.tag_delimiter:
+        return identity.recipient
+    local, _, domain = identity.recipient.rpartition("@")
+    return f"{local}{identity.tag_delimiter}{tag}@{domain}"
+
+
+class Resolver:
+    """Holds the current table and rebuilds it when the local day changes."""
+
+    __slots__ = ("_delimiters", "_digest_key", "_identities", "_table")
+
+    def __init__(
+        self,
+        identities: tuple[Identity, ...],
+        recipient_delimiter: str,
+        now: float,
+        digest_key: bytes | None = None,
+    ) -> None:
+        self._identities = identities
+        self._delimiters = recipient_delimiter.encode()
+        self._digest_key = digest_key or secrets.token_bytes(32)
+        self._table = AddressTable(identities, now, self._digest_key)
+
+    def table(self, now: float) -> AddressTable:
+        """The table valid at ``now``; built anew after midnight (a few microseconds)."""
+        table = self._table
+        if not table.valid_at(now):
+            table = self._table = AddressTable(self._identities, now, self._digest_key)
+        return table
+
+    def resolve(self, key: bytes, now: float) -> Result:
+        """Look up ``key`` as of ``now``."""
+        return self.table(now).resolve(key, self._delimiters)

@@ -1,0 +1,113 @@
+"""Secrets: a type that never shows its value, and careful reading from files."""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import os
+import stat
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class Secret:
+    """A secret value. Its repr and str are ``<SECRET>``; only :meth:`reveal` gives the bytes."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        if not value:
+            raise ValueError("a secret must not be empty")
+        self._value = value
+
+    def reveal(self) -> bytes:
+        """The secret's bytes, for the schemes and nothing else."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<SECRET>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(Secret)  # equal secrets must hash equally; the value itself is not hashed
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("secrets cannot be pickled")
+
+
+class Permissions(enum.Enum):
+    """How much access a file holding a secret may grant beyond its owner."""
+
+    PRIVATE = "private"  # no group or other permission bits at all (0600, 0400)
+    GROUP = "group"  # the group may read (0640, 0440): Kubernetes fsGroup, shared service groups
+    ANY = "any"  # anyone may read: only for throw-away development setups
+
+
+def check_permissions(path: Path, mode: int, allowed: Permissions) -> str | None:
+    """Why ``path`` (with ``mode``) is too open for a secret, or None when it is fine."""
+    if allowed is Permissions.ANY:
+        return None
+    too_open = stat.S_IRWXO | (0 if allowed is Permissions.GROUP else stat.S_IRWXG)
+    if not mode & too_open:
+        return None
+    fixed_mode = "600" if allowed is Permissions.PRIVATE else "640"
+    who = "others" if mode & stat.S_IRWXO else "its group"
+    hint = (
+        ', or set server.secret_permissions = "group" if a group must read it'
+        if allowed is Permissions.PRIVATE and not mode & stat.S_IRWXO
+        else ""
+    )
+    return (
+        f"{path} is accessible by {who} (mode {stat.S_IMODE(mode):04o}); "
+        f"run 'chmod {fixed_mode} {path}'{hint}"
+    )
+
+
+def read_secret_file(path: Path, allowed: Permissions) -> Secret:
+    """Read one secret from ``path``: UTF-8 text, one trailing newline ignored.
+
+    Raises ``ValueError`` with a message that says how to fix the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())  # the file we read, not whatever the path points to later
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        problem = check_permissions(path, info.st_mode, allowed)
+        if problem:
+            raise ValueError(problem)
+        raw = file.read(64 * 1024 + 1)
+    if len(raw) > 64 * 1024:
+        raise ValueError(f"{path} is larger than 64 KiB; a secret file holds one secret")
+    return parse_secret_text(raw, str(path))
+
+
+def parse_secret_text(raw: bytes, where: str) -> Secret:
+    """Validate the contents of a secret file or variable and wrap them."""
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text") from None
+    if b"\n" in raw:
+        raise ValueError(
+            f"{where} holds more than one line; put one secret per file "
+            "(older secrets go in previous_secret_files)"
+        )
+    if not raw:
+        raise ValueError(f"{where} is empty")
+    return Secret(raw)

@@ -1,0 +1,257 @@
+"""The anyio socketmap server: a thin loop that feeds each connection's bytes to its Session.
+
+Lifecycle:
+
+* connections: each is served until the client closes it, it breaks the protocol, or it makes
+  no progress for ``idle_timeout`` seconds (no complete request answered; a client that never
+  reads its replies or dribbles a request byte by byte is closed too);
+* ``max_connections``: at the cap the server stops accepting; further clients wait in the
+  kernel's listen backlog until a connection ends;
+* SIGHUP: reload the configuration and secrets in a worker thread; on any error keep serving
+  with the old configuration and log why;
+* SIGTERM/SIGINT: stop accepting, remove the socket, answer every request already received,
+  close the connections and return.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.abc import SocketListener, TaskGroup
+
+from tempmail import config as config_module
+from tempmail.errors import ConfigError
+from tempmail.session import Handler, HandlerRef, Session
+from tempmail.stats import Stats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import SocketStream
+
+    from tempmail.config import Config
+    from tempmail.listeners import Bound
+
+log = logging.getLogger(__name__)
+
+#: Bytes asked for per read: a Postfix request is a few dozen bytes; pipelining clients get many.
+RECEIVE_SIZE: Final = 65536
+#: At shutdown, how long to let requests that already arrived be read and answered.
+SHUTDOWN_GRACE: Final = 0.02
+#: At shutdown, how long to wait for replies that are being written before closing anyway.
+SHUTDOWN_TIMEOUT: Final = 5.0
+
+
+class Connection:
+    """What the sweeper and the shutdown need to know about one connection."""
+
+    __slots__ = ("busy", "closing", "last_active", "scope")
+
+    def __init__(self, now: float) -> None:
+        self.scope = anyio.CancelScope()
+        self.last_active = now  # last time a complete request was answered (monotonic)
+        self.busy = False  # between receiving bytes and finishing writing the replies
+        self.closing = False
+
+
+class Server:
+    """Serves socketmap lookups on already-bound sockets until :meth:`stop` or a signal."""
+
+    def __init__(
+        self,
+        config: Config,
+        bound: list[Bound],
+        *,
+        loader: Callable[[], Config] | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bound = bound
+        self._loader = loader or functools.partial(config_module.load, config.path)
+        self._clock = clock
+        self._monotonic = monotonic
+        self.stats = Stats(started=clock())
+        self.ref = HandlerRef(Handler(config, clock(), self.stats))
+        self._connections: set[Connection] = set()
+        self._room: anyio.Event | None = None  # set when a connection ends (room at the cap)
+        self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
+        self._stop_requested = False
+        # Event-loop objects: created in run(), inside the loop.
+        self._accepting: anyio.CancelScope | None = None
+        self._stop_event: anyio.Event | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration in use now."""
+        return self.ref.handler.config
+
+    @property
+    def addresses(self) -> list[str]:
+        """Where the server listens, as ``unix:PATH`` / ``inet:HOST:PORT``."""
+        return [b.description for b in self._bound]
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now."""
+        return len(self._connections)
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until stopped; ``task_status.started`` reports the listening addresses."""
+        self._accepting = anyio.CancelScope()
+        self._stop_event = anyio.Event()
+        if self._stop_requested:
+            self._stop_event.set()
+        listeners = [await SocketListener.from_socket(b.sock) for b in self._bound]
+        try:
+            async with anyio.create_task_group() as tg:
+                for listener in listeners:
+                    tg.start_soon(self._accept_loop, listener, tg)
+                tg.start_soon(self._sweep_idle)
+                if handle_signals:
+                    tg.start_soon(self._handle_signals)
+                for warning in self.config.warnings:
+                    log.warning("%s", warning)
+                log.info("listening on %s", ", ".join(self.addresses))
+                task_status.started(self.addresses)
+                await self._stop_event.wait()
+                await self._shut_down(listeners)
+                tg.cancel_scope.cancel()
+        finally:
+            for bound in self._bound:
+                bound.close()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        """Ask the server to shut down gracefully (idempotent)."""
+        self._stop_requested = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def reload(self) -> bool:
+        """Load the configuration again; keep the current one if the new one is broken."""
+        try:
+            new = await anyio.to_thread.run_sync(self._loader)
+        except ConfigError as exc:
+            self.stats.reloads_failed += 1
+            log.error(  # noqa: TRY400 - the message is the whole story; no traceback wanted
+                "reload failed, still serving the previous configuration: %s",
+                "; ".join(exc.problems),
+            )
+            return False
+        old = self.config
+        if new.socket != old.socket or new.server.user != old.server.user:
+            log.warning("socket and server.user changes take effect at the next restart")
+        self.ref.handler = Handler(new, self._clock(), self.stats)
+        self.stats.reloads_ok += 1
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        log.info("configuration reloaded from %s", new.path or "<config>")
+        return True
+
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        assert self._accepting is not None  # noqa: S101 - created in run()
+        with self._accepting:
+            while True:
+                while len(self._connections) >= self.config.server.max_connections:
+                    self._room = anyio.Event()
+                    await self._room.wait()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
+                    await anyio.sleep(0.1)
+                    continue
+                connection = Connection(self._monotonic())
+                self._connections.add(connection)
+                tg.start_soon(self._serve_connection, stream, connection)
+
+    async def _serve_connection(self, stream: SocketStream, connection: Connection) -> None:
+        stats = self.stats
+        stats.connections_total += 1
+        stats.connections_open += 1
+        session = Session(self.ref)
+        clock, monotonic = self._clock, self._monotonic
+        try:
+            with connection.scope:
+                while not connection.closing:
+                    connection.busy = False
+                    try:
+                        data = await stream.receive(RECEIVE_SIZE)
+                    except anyio.EndOfStream:
+                        data = b""
+                    connection.busy = True
+                    replies, close = session.receive(data, clock())
+                    if replies:
+                        await stream.send(replies)
+                        connection.last_active = monotonic()
+                    if close:
+                        break
+            if connection.scope.cancelled_caught and not connection.closing:
+                stats.connections_idle_closed += 1
+                log.debug("closed a connection that made no progress for the idle timeout")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            log.debug("connection lost: %s", exc)
+        except Exception:
+            # One broken connection must never take the server down.
+            log.exception("unexpected error while serving a connection; closing it")
+        finally:
+            self._connections.discard(connection)
+            stats.connections_open -= 1
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            if self._room is not None:
+                self._room.set()
+            if self._drained is not None and not self._connections:
+                self._drained.set()
+
+    async def _sweep_idle(self) -> None:
+        """Close connections that made no progress for ``idle_timeout`` seconds."""
+        while True:
+            timeout = self.config.server.idle_timeout
+            await anyio.sleep(min(1.0, timeout / 4))
+            deadline = self._monotonic() - timeout
+            for connection in list(self._connections):
+                if connection.last_active < deadline:
+                    connection.scope.cancel()
+
+    async def _handle_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("received SIGHUP: reloading the configuration")
+                    await self.reload()
+                else:
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                    self.stop()
+
+    async def _shut_down(self, listeners: list[SocketListener]) -> None:
+        assert self._accepting is not None  # noqa: S101 - created in run()
+        self._accepting.cancel()
+        for listener in listeners:
+            await listener.aclose()
+        for bound in self._bound:
+            bound.close()  # remove the socket now: new clients fail fast and retry later
+        for connection in self._connections:
+            connection.closing = True
+        # Requests that reached us before the stop are read and answered; then idle
+        # connections are closed while busy ones finish writing their replies.
+        await anyio.sleep(SHUTDOWN_GRACE)
+        for connection in list(self._connections):
+            if not connection.busy:
+                connection.scope.cancel()
+        if self._connections:
+            self._drained = anyio.Event()
+            with anyio.move_on_after(SHUTDOWN_TIMEOUT):
+                await self._drained.wait()
+        for connection in list(self._connections):
+            connection.scope.cancel()

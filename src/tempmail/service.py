@@ -1,0 +1,34 @@
+"""``tempmail serve``: bind, drop privileges, run the server until a signal stops it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from tempmail import config as config_module
+from tempmail import listeners
+from tempmail.privileges import drop_privileges
+from tempmail.server import Server
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tempmail.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def run_server(config: Config, environ: Mapping[str, str]) -> None:
+    """Serve ``config`` in the foreground; returns after SIGTERM or SIGINT."""
+    bound = listeners.inherited(environ) or [listeners.bind(config.socket)]
+    try:
+        drop_privileges(config.server.user)
+        loader = functools.partial(config_module.load, config.path, environ)
+        server = Server(config, bound, loader=loader)
+        anyio.run(server.run, backend="asyncio")
+    finally:
+        for b in bound:  # normally done by the server already; this covers failed starts
+            b.close()

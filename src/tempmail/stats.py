@@ -1,0 +1,57 @@
+"""Counters of what the server did, shared by the handler, the server and the metrics endpoint.
+
+Plain integers in one object: the event loop is single-threaded, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Stats:
+    """Monotonic counters plus two gauges (open connections, today's valid addresses)."""
+
+    lookups_ok: int = 0
+    lookups_notfound: int = 0
+    lookups_perm: int = 0
+    lookups_tagged: int = 0  # of lookups_ok, those that matched a tagged address
+    oversized_queries: int = 0  # answered NOTFOUND without being read
+    protocol_errors: int = 0  # malformed netstrings: PERM, then the connection is closed
+    connections_total: int = 0
+    connections_open: int = 0
+    connections_idle_closed: int = 0
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    addresses_valid: int = 0
+    # Distinct dates whose address was looked up successfully today (key: ISO date), so an
+    # operator sees whether yesterday's address is still in use.
+    served_by_date: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+
+    @property
+    def lookups(self) -> int:
+        """All answered lookups."""
+        return self.lookups_ok + self.lookups_notfound + self.lookups_perm
+
+    def served(self, day: dt.date) -> None:
+        """Count a successful lookup of the address of ``day``."""
+        key = day.isoformat()
+        self.served_by_date[key] = self.served_by_date.get(key, 0) + 1
+
+    def forget_dates_before(self, oldest: dt.date) -> None:
+        """Drop per-date counts that left every window (keeps the dict small)."""
+        cutoff = oldest.isoformat()
+        for key in [k for k in self.served_by_date if k < cutoff]:
+            del self.served_by_date[key]
+
+    def summary(self) -> str:
+        """One log line."""
+        return (
+            f"lookups={self.lookups} ok={self.lookups_ok} notfound={self.lookups_notfound} "
+            f"perm={self.lookups_perm} tagged={self.lookups_tagged} "
+            f"oversized={self.oversized_queries} protocol_errors={self.protocol_errors} "
+            f"connections_open={self.connections_open} connections_total={self.connections_total} "
+            f"reloads={self.reloads_ok} reload_failures={self.reloads_failed}"
+        )
