@@ -202,7 +202,7 @@ def _has_inline_secret(data: Mapping[str, Any]) -> bool:
     if not isinstance(identities, dict):
         return False
     return any(
-        isinstance(table, dict) and ("secret" in table or "previous_secrets" in table)
+        isinstance(table, dict) and ("secret" in table or bool(table.get("previous_secrets")))
         for table in identities.values()
     )
 

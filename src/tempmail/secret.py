@@ -80,14 +80,16 @@ def read_secret_file(path: Path, allowed: Permissions) -> Secret:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())  # the file we read, not whatever the path points to later
+    try:
+        info = os.fstat(fd)  # the file we read, not whatever the path points to later
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} is not a regular file")
         problem = check_permissions(path, info.st_mode, allowed)
         if problem:
             raise ValueError(problem)
-        raw = file.read(64 * 1024 + 1)
+        raw = os.read(fd, 64 * 1024 + 1)
+    finally:
+        os.close(fd)
     if len(raw) > 64 * 1024:
         raise ValueError(f"{path} is larger than 64 KiB; a secret file holds one secret")
     return parse_secret_text(raw, str(path))

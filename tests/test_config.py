@@ -1,0 +1,450 @@
+"""Configuration: defaults, the documented example, and every error message verbatim."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import IDENTITY, SECRET, config_data, write_config
+
+from tempmail import config, schemes
+from tempmail.errors import ConfigError
+from tempmail.secret import Permissions
+
+EXAMPLE = Path(__file__).parent.parent / "config.toml.example"
+
+
+def load_data(tmp_path: Path, data: dict[str, Any], **kwargs: Any) -> config.Config:
+    return config.load(write_config(tmp_path / "c.toml", data), **kwargs)
+
+
+def problems(
+    tmp_path: Path, data: dict[str, Any], environ: dict[str, str] | None = None
+) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_data(tmp_path, data, environ=environ or {})
+    prefix = f"{tmp_path / 'c.toml'}: "
+    return [p.removeprefix(prefix) for p in caught.value.problems]
+
+
+def test_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
+    data = {
+        "identities": {"me": {"domain": "Example.ORG.", "recipient": "a@b.net", "secret": SECRET}}
+    }
+    loaded = load_data(tmp_path, data, environ={})
+    assert loaded.server == config.ServerSettings()
+    assert loaded.socket == config.SocketSettings()
+    assert loaded.metrics == config.MetricsSettings()
+    (me,) = loaded.identities
+    assert me.domains == ("example.org",)  # case and the root dot are normalised
+    assert me.scheme is schemes.HMAC
+    assert me.accept == (schemes.HMAC,)
+    assert (me.length, me.window, str(me.timezone)) == (8, 2, "UTC")
+    assert (me.tags, me.tag_window, me.tag_delimiter, me.revoked_tags) == (
+        False,
+        2,
+        "+",
+        frozenset(),
+    )
+    assert [s.reveal() for s in me.secrets] == [SECRET.encode()]
+
+
+def test_defaults_match_the_spec() -> None:
+    """map name tempmail, max query 512, TCP on 127.0.0.1, unix socket mode 0660."""
+    assert config.ServerSettings().map_name == "tempmail"
+    assert config.ServerSettings().max_query_length == 512
+    assert config.SocketSettings().host == "127.0.0.1"
+    assert config.SocketSettings().mode == 0o660
+    assert config.ServerSettings().secret_permissions is Permissions.PRIVATE
+
+
+# --- the documented example ------------------------------------------------------------------
+
+
+def example_keys(text: str) -> set[str]:
+    """Dotted keys in the example, including commented-out ones like '# user = ...'."""
+    keys, section = set(), ""
+    for line in text.splitlines():
+        header = re.fullmatch(r"\[([\w.]+)\]", line.strip())
+        if header:
+            section = header.group(1).replace("identities.default", "identity")
+            continue
+        assignment = re.match(r"#? ?(\w+) = ", line)
+        if assignment:
+            keys.add(f"{section}.{assignment.group(1)}")
+    return keys
+
+
+def test_example_documents_every_key() -> None:
+    """Every key the loader accepts is in config.toml.example, and nothing else."""
+    accepted = {f"server.{f.name}" for f in dataclasses.fields(config.ServerSettings)}
+    accepted |= {f"socket.{f.name}" for f in dataclasses.fields(config.SocketSettings)}
+    accepted |= {f"metrics.{f.name}" for f in dataclasses.fields(config.MetricsSettings)}
+    identity_keys = {
+        "domain",
+        "domains",
+        "recipient",
+        "secret",
+        "secret_file",
+        "previous_secrets",
+        "previous_secret_files",
+        "scheme",
+        "accept",
+        "length",
+        "window",
+        "timezone",
+        "tags",
+        "tag_window",
+        "tag_delimiter",
+        "revoked_tags",
+    }
+    accepted |= {f"identity.{k}" for k in identity_keys}
+    documented = example_keys(EXAMPLE.read_text()) | {"identity.domains"}  # mentioned inline
+    assert documented == accepted
+    assert "domains = [" in EXAMPLE.read_text()
+
+
+def test_example_loads_with_its_defaults(tmp_path: Path) -> None:
+    """The example, with its secret file present, loads and equals the built-in defaults."""
+    secret = tmp_path / "secret"
+    secret.write_text("an example secret that is long enough\n")
+    secret.chmod(0o600)
+    text = EXAMPLE.read_text().replace('"/etc/tempmail/secret"', f'"{secret}"')
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    loaded = config.load(path, environ={})
+    assert loaded.server == config.ServerSettings()
+    assert loaded.socket == config.SocketSettings()
+    assert loaded.metrics == config.MetricsSettings()
+    assert loaded.warnings == ()
+    (identity,) = loaded.identities
+    assert identity.recipient == "owner@example.net"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path: Path) -> None:
+    data = {
+        "server": {
+            "map_name": "bad name",
+            "max_query_length": True,
+            "idle_timeout": "10",
+            "max_conections": 5,
+            "secret_permissions": "maybe",
+        },
+        "socket": {"type": "tcp", "mode": "rw", "port": 70000},
+        "identities": {
+            "me": {
+                "domain": "not a domain",
+                "recipient": "nobody",
+                "secret": "x",
+                "scheme": "sha1",
+                "accept": ["md5", 3],
+                "window": 0,
+                "timezone": "Mars/Olympus",
+                "colour": "blue",
+            }
+        },
+    }
+    assert problems(tmp_path, data) == [
+        "server.map_name: use letters, digits, '_', '.' or '-' (at most 64)",
+        "server.secret_permissions: must be one of 'private', 'group', 'any', got 'maybe'",
+        "server.max_query_length: expected an integer, got a boolean",
+        "server.idle_timeout: expected a number, got a string",
+        "server.max_conections: unknown key (did you mean 'max_connections'?)",
+        "socket.type: must be one of 'unix', 'inet', got 'tcp'",
+        "socket.mode: expected an octal mode like \"0660\", got 'rw'",
+        "socket.port: must be between 1 and 65535, got 70000",
+        "identities.me.domain: 'not a domain' is not a domain name (use the ASCII/punycode form)",
+        "identities.me.recipient: 'nobody' is not an e-mail address like user@example.org",
+        "identities.me.scheme: must be one of 'md5', 'hmac', got 'sha1'",
+        "identities.me.accept[1]: expected a string, got an integer",
+        "identities.me.window: must be between 1 and 366, got 0",
+        "identities.me.timezone: unknown IANA time zone 'Mars/Olympus' (for example 'Europe/Berlin')",
+        "identities.me.colour: unknown key",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"length": True}, "identities.default.length: expected an integer, got a boolean"),
+        ({"length": 8.0}, "identities.default.length: expected an integer, got a number"),
+        ({"length": 33}, "identities.default.length: must be between 1 and 32, got 33"),
+        (
+            {"accept": ["hmac"], "length": 65},
+            "identities.default.length: must be between 1 and 64, got 65",
+        ),
+        (
+            {"accept": ["md5"]},
+            "identities.default.accept: must include the generating scheme 'hmac'",
+        ),
+        (
+            {"accept": ["hmac", "rot13"]},
+            "identities.default.accept: unknown scheme 'rot13' (known: md5, hmac)",
+        ),
+        ({"accept": "hmac"}, "identities.default.accept: expected an array, got a string"),
+        (
+            {"domain": None},
+            "identities.default.domain: missing: the domain of the temporary addresses",
+        ),
+        (
+            {"domains": ["a.org"]},
+            "identities.default.domains: give either 'domain' or 'domains', not both",
+        ),
+        (
+            {"recipient": None},
+            "identities.default.recipient: missing: the permanent address that receives the mail",
+        ),
+        (
+            {"recipient": "a b@c.org"},
+            "identities.default.recipient: 'a b@c.org' is not an e-mail address like user@example.org",
+        ),
+        (
+            {"secret": None},
+            "identities.default.secret_file: missing: set secret_file (recommended), secret, or the TEMPMAIL_SECRET variable",
+        ),
+        ({"secret": ""}, "identities.default.secret: is empty"),
+        (
+            {"secret": "a\nb"},
+            "identities.default.secret: holds more than one line; put one secret per file (older secrets go in previous_secret_files)",
+        ),
+        (
+            {"tags": True, "scheme": "md5", "accept": ["md5"]},
+            "identities.default.tags: tagged addresses need the hmac scheme in 'accept'",
+        ),
+        (
+            {"tag_delimiter": "++"},
+            "identities.default.tag_delimiter: must be one character other than '@' or space, or empty",
+        ),
+        (
+            {"revoked_tags": ["Shop"]},
+            "identities.default.revoked_tags: 'Shop' is not a tag (lowercase letters, digits, _ -)",
+        ),
+        ({"window": 367}, "identities.default.window: must be between 1 and 366, got 367"),
+    ],
+)
+def test_identity_errors(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    assert problems(tmp_path, config_data(**change)) == [expected]
+
+
+def test_domains_list(tmp_path: Path) -> None:
+    loaded = load_data(
+        tmp_path, config_data(domain=None, domains=["A.org", "b.org", "a.org"]), environ={}
+    )
+    assert loaded.identities[0].domains == ("a.org", "b.org")
+    assert problems(tmp_path, config_data(domain=None, domains=[])) == [
+        "identities.default.domains: must list at least one domain"
+    ]
+
+
+def test_no_identity(tmp_path: Path) -> None:
+    assert problems(tmp_path, {"server": {}}) == [
+        "identities: no identity configured: add an [identities.NAME] table (see config.toml.example)"
+    ]
+
+
+def test_wrong_table_types(tmp_path: Path) -> None:
+    assert problems(tmp_path, {**config_data(), "server": 3, "bogus": {}}) == [
+        "server: expected a table, got an integer",
+        "bogus: unknown key",
+    ]
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path / "nope.toml")
+    assert str(caught.value) == (
+        f"{tmp_path / 'nope.toml'}: cannot read the configuration: No such file or directory "
+        "(create one with 'tempmail init')"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("a = [")
+    with pytest.raises(ConfigError, match=r"bad\.toml: invalid TOML: Invalid value"):
+        config.load(bad)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"binary\.toml: not UTF-8 text"):
+        config.load(binary)
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.resolve_path("/x.toml", {"TEMPMAIL_CONFIG": "/y.toml"}) == Path("/x.toml")
+    assert config.resolve_path(None, {"TEMPMAIL_CONFIG": "/y.toml"}) == Path("/y.toml")
+    assert config.resolve_path(None, {}) == Path("/etc/tempmail/config.toml")
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def secret_file(tmp_path: Path, content: bytes | str, mode: int = 0o600) -> Path:
+    path = tmp_path / "secret"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("s3cret value\n", b"s3cret value"),
+        ("s3cret value\r\n", b"s3cret value"),
+        ("s3cret value", b"s3cret value"),
+        ("  spaced  \n", b"  spaced  "),
+        ("ü\n", "ü".encode()),
+    ],
+)
+def test_secret_file_contents(tmp_path: Path, content: str, expected: bytes) -> None:
+    """One trailing newline is ignored; everything else is the secret."""
+    path = secret_file(tmp_path, content)
+    loaded = load_data(tmp_path, config_data(secret=None, secret_file=str(path)), environ={})
+    assert loaded.identities[0].secrets[0].reveal() == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "{p} is empty"),
+        ("\n", "{p} is empty"),
+        (
+            "one\ntwo\n",
+            "{p} holds more than one line; put one secret per file (older secrets go in previous_secret_files)",
+        ),
+        (b"\xff\xfe", "{p} is not UTF-8 text"),
+    ],
+)
+def test_bad_secret_files(tmp_path: Path, content: bytes | str, message: str) -> None:
+    path = secret_file(tmp_path, content)
+    assert problems(tmp_path, config_data(secret=None, secret_file=str(path))) == [
+        "identities.default.secret_file: " + message.format(p=path)
+    ]
+
+
+def test_secret_file_missing_or_not_a_file(tmp_path: Path) -> None:
+    assert problems(tmp_path, config_data(secret=None, secret_file="missing")) == [
+        f"identities.default.secret_file: cannot read {tmp_path / 'missing'}: No such file or directory"
+    ]
+    assert problems(tmp_path, config_data(secret=None, secret_file=str(tmp_path))) == [
+        f"identities.default.secret_file: {tmp_path} is not a regular file"
+    ]
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    secret_file(tmp_path, "relative secret value 123\n")
+    data = {**config_data(secret=None, secret_file="secret"), "socket": {"path": "sock"}}
+    loaded = load_data(tmp_path, data, environ={})
+    assert loaded.socket.path == tmp_path / "sock"
+    assert loaded.identities[0].secrets[0].reveal() == b"relative secret value 123"
+
+
+@pytest.mark.parametrize(
+    ("mode", "permissions", "problem"),
+    [
+        (0o600, "private", None),
+        (0o400, "private", None),
+        (
+            0o640,
+            "private",
+            "{p} is accessible by its group (mode 0640); run 'chmod 600 {p}', or set server.secret_permissions = \"group\" if a group must read it",
+        ),
+        (0o604, "private", "{p} is accessible by others (mode 0604); run 'chmod 600 {p}'"),
+        (0o640, "group", None),
+        (0o440, "group", None),
+        (0o644, "group", "{p} is accessible by others (mode 0644); run 'chmod 640 {p}'"),
+        (0o644, "any", None),
+    ],
+)
+def test_secret_file_permissions(
+    tmp_path: Path, mode: int, permissions: str, problem: str | None
+) -> None:
+    """A secret file readable beyond what secret_permissions allows is refused with a fix."""
+    path = secret_file(tmp_path, "a secret that is long enough\n", mode)
+    data = {
+        **config_data(secret=None, secret_file=str(path)),
+        "server": {"secret_permissions": permissions},
+    }
+    if problem is None:
+        assert load_data(tmp_path, data, environ={}).identities
+    else:
+        assert problems(tmp_path, data) == [
+            "identities.default.secret_file: " + problem.format(p=path)
+        ]
+
+
+def test_inline_secret_needs_a_private_config_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.toml", config_data(), mode=0o644)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert caught.value.problems == [
+        f"{path}: the file holds an inline secret and {path} is accessible by others (mode 0644); "
+        f"run 'chmod 600 {path}'"
+    ]
+    # Without an inline secret the config file may be world-readable (a ConfigMap, /etc).
+    secret = secret_file(tmp_path, "a secret that is long enough\n")
+    write_config(path, config_data(secret=None, secret_file=str(secret)), mode=0o644)
+    assert config.load(path, environ={}).identities
+
+
+def test_secret_from_the_environment(tmp_path: Path) -> None:
+    loaded = load_data(
+        tmp_path, config_data(secret=None), environ={"TEMPMAIL_SECRET": "from the environment 42"}
+    )
+    assert loaded.identities[0].secrets[0].reveal() == b"from the environment 42"
+    assert problems(tmp_path, config_data(), {"TEMPMAIL_SECRET": "x" * 20}) == [
+        "identities.default.secret: also given in TEMPMAIL_SECRET; remove one of the two"
+    ]
+    two = {"identities": {"a": {**IDENTITY, "secret": None}, "b": dict(IDENTITY)}}
+    two["identities"]["a"].pop("secret")
+    assert problems(tmp_path, two, {"TEMPMAIL_SECRET": "x" * 20})[0] == (
+        "identities: TEMPMAIL_SECRET is set, but it can only stand in for a single identity"
+    )
+
+
+def test_both_secret_and_secret_file(tmp_path: Path) -> None:
+    path = secret_file(tmp_path, "a secret that is long enough\n")
+    assert problems(tmp_path, config_data(secret_file=str(path))) == [
+        "identities.default.secret: give either 'secret' or 'secret_file', not both"
+    ]
+
+
+def test_previous_secrets_follow_the_current_one(tmp_path: Path) -> None:
+    old = secret_file(tmp_path, "an old secret from last year\n")
+    data = config_data(
+        previous_secrets=["an even older secret value"], previous_secret_files=[str(old)]
+    )
+    secrets = load_data(tmp_path, data, environ={}).identities[0].secrets
+    assert [s.reveal() for s in secrets] == [
+        SECRET.encode(),
+        b"an even older secret value",
+        b"an old secret from last year",
+    ]
+
+
+def test_weak_settings_give_warnings(tmp_path: Path) -> None:
+    loaded = load_data(tmp_path, config_data(secret="short", length=4), environ={})
+    path = tmp_path / "c.toml"
+    assert loaded.warnings == (
+        f"{path}: identities.default.secret: the secret is shorter than 16 bytes and can be guessed "
+        "offline from one address; 'tempmail init' makes a strong one",
+        f"{path}: identities.default.length: codes of 4 hex digits can be guessed by sending mail",
+    )
+
+
+def test_secrets_never_show_in_reprs(tmp_path: Path) -> None:
+    loaded = load_data(tmp_path, config_data(), environ={})
+    assert SECRET not in repr(loaded)
+    assert SECRET not in str(loaded.identities[0])
+    assert "<SECRET>" in repr(loaded.identities[0])
+
+
+def test_identity_lookup_by_name(tmp_path: Path) -> None:
+    data = {"identities": {"alice": dict(IDENTITY), "bob": {**IDENTITY, "domain": "bob.org"}}}
+    loaded = load_data(tmp_path, data, environ={})
+    assert loaded.identity(None).name == "alice"
+    assert loaded.identity("bob").domain == "bob.org"
+    with pytest.raises(ConfigError, match=r"no identity named 'carol' \(configured: alice, bob\)"):
+        loaded.identity("carol")
