@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IDENTITY, SECRET, config_data, write_config
 
+from conftest import IDENTITY, SECRET, config_data, write_config
 from tempmail import config, schemes
 from tempmail.errors import ConfigError
 from tempmail.secret import Permissions
@@ -380,8 +380,10 @@ def test_inline_secret_needs_a_private_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         config.load(path, environ={})
     assert caught.value.problems == [
-        f"{path}: the file holds an inline secret and {path} is accessible by others (mode 0644); "
-        f"run 'chmod 600 {path}'"
+        (
+            f"{path}: the file holds an inline secret and {path} is accessible by others "
+            f"(mode 0644); run 'chmod 600 {path}'"
+        )
     ]
     # Without an inline secret the config file may be world-readable (a ConfigMap, /etc).
     secret = secret_file(tmp_path, "a secret that is long enough\n")
@@ -428,8 +430,10 @@ def test_weak_settings_give_warnings(tmp_path: Path) -> None:
     loaded = load_data(tmp_path, config_data(secret="short", length=4), environ={})
     path = tmp_path / "c.toml"
     assert loaded.warnings == (
-        f"{path}: identities.default.secret: the secret is shorter than 16 bytes and can be guessed "
-        "offline from one address; 'tempmail init' makes a strong one",
+        (
+            f"{path}: identities.default.secret: the secret is shorter than 16 bytes and can be "
+            "guessed offline from one address; 'tempmail init' makes a strong one"
+        ),
         f"{path}: identities.default.length: codes of 4 hex digits can be guessed by sending mail",
     )
 

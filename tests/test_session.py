@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import RECIPIENT, SECRET, at, config_data
 
+from conftest import RECIPIENT, SECRET, at, config_data
 from tempmail import schemes
 from tempmail.config import parse
 from tempmail.netstring import encode

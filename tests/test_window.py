@@ -6,8 +6,8 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import at
 
+from conftest import at
 from tempmail import window
 
 D = dt.date
