@@ -54,12 +54,15 @@ class Bound:
                 path.unlink()
 
 
-def _file_identity(path: Path) -> tuple[int, int] | None:
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
     try:
         info = os.lstat(path)
     except OSError:
         return None
-    return (info.st_dev, info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+    if not stat.S_ISSOCK(info.st_mode):
+        return None
+    # The inode number of a removed socket is often reused at once; the change time is not.
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 def bind(settings: SocketSettings) -> Bound:
@@ -112,20 +115,20 @@ def bind_unix(settings: SocketSettings) -> Bound:
         raise ServerError(f"socket.path: cannot create {path}: {exc.strerror}") from None
     finally:
         os.umask(old_umask)
-    bound = Bound(sock, f"unix:{path}", path)
     try:
         if uid != -1 or gid != -1:
             os.chown(path, uid, gid)
         path.chmod(settings.mode)
         sock.listen(socket.SOMAXCONN)
     except OSError as exc:
-        bound.close()
+        sock.close()
+        path.unlink(missing_ok=True)
         key = "socket.owner/socket.group" if exc.errno == errno.EPERM else "socket.path"
         raise ServerError(
             f"{key}: cannot set up {path}: {exc.strerror} "
             "(changing the owner needs root; the group, membership in that group)"
         ) from None
-    return bound
+    return Bound(sock, f"unix:{path}", path)
 
 
 def _remove_stale(path: Path) -> None:

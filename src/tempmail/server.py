@@ -167,6 +167,8 @@ class Server:
                     await self._room.wait()
                 try:
                     stream = await listener.accept()
+                except anyio.ClosedResourceError:
+                    return  # shutting down: the listener was closed under us
                 except OSError as exc:  # EMFILE and friends: back off instead of spinning
                     log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
                     await anyio.sleep(0.1)

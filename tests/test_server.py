@@ -1,0 +1,298 @@
+"""The server over real unix and TCP sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import grp
+import os
+import pwd
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RECIPIENT, SECRET, FakeClock, at, config_data
+
+from tempmail import config as config_module
+from tempmail import listeners, schemes
+from tempmail.errors import ServerError
+from tempmail.netstring import encode
+from tempmail.socketmap import Status
+
+OK_REPLY = f"{len(RECIPIENT) + 3}:OK {RECIPIENT},".encode()
+NOTFOUND = b"9:NOTFOUND ,"
+
+
+def today_key(day: dt.date | None = None, secret: str = SECRET) -> str:
+    day = day or dt.datetime.now(dt.UTC).date()
+    return f"{schemes.code(schemes.HMAC, day, secret.encode(), 8)}@example.org"
+
+
+def request(key: str) -> bytes:
+    return encode(f"tempmail {key}".encode())
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("kind", ["unix", "inet"])
+def test_lookups_over_unix_and_tcp(start_server, kind: str) -> None:
+    data = config_data()
+    data["socket"] = {"type": kind}
+    running = start_server(data)
+    assert running.target.startswith(f"{kind}:")
+    assert running.query(today_key()).data == RECIPIENT
+    assert running.query(today_key().upper()).data == RECIPIENT
+    assert running.query("nobody@example.org").status is Status.NOTFOUND
+
+
+def test_tcp_binds_loopback_by_default(start_server) -> None:
+    data = config_data()
+    data["socket"] = {"type": "inet"}
+    assert start_server(data).target.startswith("inet:127.0.0.1:")
+
+
+def test_many_requests_per_connection(start_server) -> None:
+    running = start_server()
+    with running.connect() as client:
+        for _ in range(200):
+            assert client.query("tempmail", today_key()).data == RECIPIENT
+            assert client.query("tempmail", "x@example.org").status is Status.NOTFOUND
+
+
+def test_pipelined_requests_are_answered_in_order(start_server) -> None:
+    running = start_server()
+    keys = [today_key() if i % 3 == 0 else f"n{i}@example.org" for i in range(300)]
+    expected = b"".join(OK_REPLY if i % 3 == 0 else NOTFOUND for i in range(300))
+    with running.raw_socket() as sock:
+        sock.sendall(b"".join(request(k) for k in keys))
+        assert read_exactly(sock, len(expected)) == expected
+
+
+def test_a_request_sent_byte_by_byte(start_server) -> None:
+    running = start_server()
+    with running.raw_socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        for byte in request(today_key()):
+            sock.send(bytes([byte]))
+        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+
+
+def test_malformed_netstring_gets_perm_and_close(start_server) -> None:
+    running = start_server()
+    with running.raw_socket() as sock:
+        sock.sendall(b"12:tempmail abc;")
+        reply = read_exactly(sock, 1000)
+    assert reply == encode(
+        b"PERM malformed netstring: netstring of length 12 is not terminated by ','"
+    )
+    assert running.query(today_key()).data == RECIPIENT  # others are unaffected
+
+
+def test_idle_connections_are_closed(start_server) -> None:
+    data = config_data()
+    data["server"] = {"idle_timeout": 0.3}
+    running = start_server(data)
+    with running.raw_socket() as sock:
+        sock.sendall(request(today_key()))
+        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+        started = time.monotonic()
+        assert sock.recv(10) == b""  # the server closed it
+        assert 0.2 < time.monotonic() - started < 2.0
+    assert running.server.stats.connections_idle_closed == 1
+
+
+def test_a_slow_partial_request_does_not_count_as_activity(start_server) -> None:
+    """Dribbling bytes of one request never completes a request: closed after the timeout."""
+    data = config_data()
+    data["server"] = {"idle_timeout": 0.4}
+    running = start_server(data)
+    with running.raw_socket() as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"100:tempmail " + b"x" * 80:
+            try:
+                sock.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.05)
+        if not closed:
+            assert sock.recv(10) == b""
+        assert time.monotonic() - started < 3.0
+
+
+def test_connection_cap_makes_excess_clients_wait(start_server) -> None:
+    data = config_data()
+    data["server"] = {"max_connections": 2}
+    running = start_server(data)
+    first, second = running.raw_socket(), running.raw_socket()
+    for sock in (first, second):
+        sock.sendall(request(today_key()))
+        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+    third = running.raw_socket()  # accepted by the kernel's backlog, not yet by the server
+    third.sendall(request(today_key()))
+    third.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        third.recv(100)
+    assert running.server.open_connections == 2
+    first.close()
+    third.settimeout(5)
+    assert read_exactly(third, len(OK_REPLY)) == OK_REPLY
+    second.close()
+    third.close()
+
+
+def test_day_changes_at_local_midnight_without_restart(start_server) -> None:
+    clock = FakeClock(at("2026-11-27T23:59:59+01:00"))
+    running = start_server(config_data(timezone="Europe/Berlin"), clock=clock)
+    new_day = today_key(dt.date(2026, 11, 28))
+    old_day = today_key(dt.date(2026, 11, 26))
+    with running.connect() as client:  # one connection across midnight, as Postfix keeps them
+        assert client.query("tempmail", new_day).status is Status.NOTFOUND
+        assert client.query("tempmail", old_day).data == RECIPIENT
+        clock.now = at("2026-11-28T00:00:00+01:00")
+        assert client.query("tempmail", new_day).data == RECIPIENT
+        assert client.query("tempmail", old_day).status is Status.NOTFOUND
+
+
+def test_reload_changes_secret_and_keeps_old_config_on_error(start_server, caplog) -> None:
+    running = start_server()
+    new_secret = "the rotated secret value"
+    data = config_data(secret=new_secret)
+    running.rewrite_config(data)
+    assert running.reload() is True
+    assert running.query(today_key(secret=new_secret)).data == RECIPIENT
+    assert running.query(today_key()).status is Status.NOTFOUND
+    running.rewrite_config({"identities": {"default": {"domain": "example.org"}}})
+    assert running.reload() is False
+    assert running.query(today_key(secret=new_secret)).data == RECIPIENT
+    assert running.server.stats.reloads_ok == 1
+    assert running.server.stats.reloads_failed == 1
+    assert "reload failed, still serving the previous configuration" in caplog.text
+    assert "identities.default.recipient: missing" in caplog.text
+
+
+def test_stop_closes_idle_connections_and_removes_the_socket(start_server) -> None:
+    running = start_server()
+    path = Path(running.target.removeprefix("unix:"))
+    with running.raw_socket() as idle:
+        idle.sendall(request(today_key()))
+        assert read_exactly(idle, len(OK_REPLY)) == OK_REPLY
+        started = time.monotonic()
+        running.portal.call(running.server.stop)
+        assert idle.recv(10) == b""
+        assert time.monotonic() - started < 1.0
+    deadline = time.monotonic() + 2
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not path.exists()
+
+
+# --- unix socket setup --------------------------------------------------------------------
+
+
+def settings(path: Path, **kwargs: object) -> config_module.SocketSettings:
+    return config_module.SocketSettings(type="unix", path=path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_socket_mode_is_applied(short_dir: Path) -> None:
+    for mode in (0o660, 0o600, 0o666):
+        bound = listeners.bind(settings(short_dir / "s.sock", mode=mode))
+        assert stat.S_IMODE(os.stat(short_dir / "s.sock").st_mode) == mode
+        bound.close()
+        assert not (short_dir / "s.sock").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a socket's owner needs root")
+def test_socket_owner_and_group_by_name_and_id(short_dir: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid)
+    for owner, grp_value in (("nobody", group.gr_name), (nobody.pw_uid, nobody.pw_gid)):
+        bound = listeners.bind(settings(short_dir / "s.sock", owner=owner, group=grp_value))
+        info = os.stat(short_dir / "s.sock")
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+        bound.close()
+
+
+def test_unknown_owner_or_group(short_dir: Path) -> None:
+    with pytest.raises(
+        ServerError, match="socket.owner: no user named 'no-such-user' on this system"
+    ):
+        listeners.bind(settings(short_dir / "s.sock", owner="no-such-user"))
+    with pytest.raises(
+        ServerError, match="socket.group: no group named 'no-such-group' on this system"
+    ):
+        listeners.bind(settings(short_dir / "s.sock", group="no-such-group"))
+
+
+def test_a_stale_socket_is_replaced(short_dir: Path) -> None:
+    path = short_dir / "s.sock"
+    crashed = socket.socket(socket.AF_UNIX)
+    crashed.bind(str(path))
+    crashed.close()  # the file stays, nobody listens: what a SIGKILLed server leaves
+    bound = listeners.bind(settings(path))
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(path))
+    bound.close()
+
+
+def test_a_live_socket_is_not_stolen(start_server) -> None:
+    running = start_server()
+    path = Path(running.target.removeprefix("unix:"))
+    with pytest.raises(
+        ServerError, match=f"socket.path: another server is already listening on {path}"
+    ):
+        listeners.bind(settings(path))
+    assert running.query(today_key()).data == RECIPIENT
+
+
+def test_a_path_that_is_not_a_socket_is_never_deleted(short_dir: Path) -> None:
+    path = short_dir / "important.txt"
+    path.write_text("keep me")
+    with pytest.raises(ServerError, match="exists and is not a socket; refusing to delete it"):
+        listeners.bind(settings(path))
+    assert path.read_text() == "keep me"
+
+
+def test_missing_socket_directory(short_dir: Path) -> None:
+    with pytest.raises(
+        ServerError, match=r"socket.path: the directory .*/missing does not exist; create it"
+    ):
+        listeners.bind(settings(short_dir / "missing" / "s.sock"))
+
+
+def test_closing_never_removes_a_successors_socket(short_dir: Path) -> None:
+    path = short_dir / "s.sock"
+    old = listeners.bind(settings(path))
+    old.sock.close()
+    path.unlink()
+    new = listeners.bind(settings(path))  # a restarted server took the path
+    old.close()
+    assert path.exists()
+    new.close()
+    assert not path.exists()
+
+
+def test_tcp_port_in_use(start_server) -> None:
+    data = config_data()
+    data["socket"] = {"type": "inet"}
+    running = start_server(data)
+    port = int(running.target.rpartition(":")[2])
+    with pytest.raises(
+        ServerError, match=f"socket: cannot listen on inet:127.0.0.1:{port}: Address already in use"
+    ):
+        listeners.bind(config_module.SocketSettings(type="inet", port=port))
+
+
+def test_inherited_sockets_need_matching_pid() -> None:
+    assert listeners.inherited({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
+    assert listeners.inherited({}) == []
