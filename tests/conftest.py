@@ -117,8 +117,11 @@ class RunningServer:
         write_config(self.config_path, data)
 
 
+StartServer = Callable[..., RunningServer]
+
+
 @pytest.fixture
-def start_server(short_dir: Path) -> Iterator[Callable[..., RunningServer]]:
+def start_server(short_dir: Path) -> Iterator[StartServer]:
     """Start servers from config dicts; all are stopped at the end of the test."""
     running: list[tuple[RunningServer, Any]] = []
     with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RECIPIENT, SECRET, FakeClock, at, config_data
 
+from conftest import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
 from tempmail import config as config_module
 from tempmail import listeners, schemes
 from tempmail.errors import ServerError
@@ -44,7 +44,7 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["unix", "inet"])
-def test_lookups_over_unix_and_tcp(start_server, kind: str) -> None:
+def test_lookups_over_unix_and_tcp(start_server: StartServer, kind: str) -> None:
     data = config_data()
     data["socket"] = {"type": kind}
     running = start_server(data)
@@ -54,13 +54,13 @@ def test_lookups_over_unix_and_tcp(start_server, kind: str) -> None:
     assert running.query("nobody@example.org").status is Status.NOTFOUND
 
 
-def test_tcp_binds_loopback_by_default(start_server) -> None:
+def test_tcp_binds_loopback_by_default(start_server: StartServer) -> None:
     data = config_data()
     data["socket"] = {"type": "inet"}
     assert start_server(data).target.startswith("inet:127.0.0.1:")
 
 
-def test_many_requests_per_connection(start_server) -> None:
+def test_many_requests_per_connection(start_server: StartServer) -> None:
     running = start_server()
     with running.connect() as client:
         for _ in range(200):
@@ -68,7 +68,7 @@ def test_many_requests_per_connection(start_server) -> None:
             assert client.query("tempmail", "x@example.org").status is Status.NOTFOUND
 
 
-def test_pipelined_requests_are_answered_in_order(start_server) -> None:
+def test_pipelined_requests_are_answered_in_order(start_server: StartServer) -> None:
     running = start_server()
     keys = [today_key() if i % 3 == 0 else f"n{i}@example.org" for i in range(300)]
     expected = b"".join(OK_REPLY if i % 3 == 0 else NOTFOUND for i in range(300))
@@ -77,7 +77,7 @@ def test_pipelined_requests_are_answered_in_order(start_server) -> None:
         assert read_exactly(sock, len(expected)) == expected
 
 
-def test_a_request_sent_byte_by_byte(start_server) -> None:
+def test_a_request_sent_byte_by_byte(start_server: StartServer) -> None:
     running = start_server()
     with running.raw_socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -86,7 +86,7 @@ def test_a_request_sent_byte_by_byte(start_server) -> None:
         assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
 
 
-def test_malformed_netstring_gets_perm_and_close(start_server) -> None:
+def test_malformed_netstring_gets_perm_and_close(start_server: StartServer) -> None:
     running = start_server()
     with running.raw_socket() as sock:
         sock.sendall(b"12:tempmail abc;")
@@ -97,7 +97,7 @@ def test_malformed_netstring_gets_perm_and_close(start_server) -> None:
     assert running.query(today_key()).data == RECIPIENT  # others are unaffected
 
 
-def test_idle_connections_are_closed(start_server) -> None:
+def test_idle_connections_are_closed(start_server: StartServer) -> None:
     data = config_data()
     data["server"] = {"idle_timeout": 0.3}
     running = start_server(data)
@@ -110,7 +110,7 @@ def test_idle_connections_are_closed(start_server) -> None:
     assert running.server.stats.connections_idle_closed == 1
 
 
-def test_a_slow_partial_request_does_not_count_as_activity(start_server) -> None:
+def test_a_slow_partial_request_does_not_count_as_activity(start_server: StartServer) -> None:
     """Dribbling bytes of one request never completes a request: closed after the timeout."""
     data = config_data()
     data["server"] = {"idle_timeout": 0.4}
@@ -130,7 +130,7 @@ def test_a_slow_partial_request_does_not_count_as_activity(start_server) -> None
         assert time.monotonic() - started < 3.0
 
 
-def test_connection_cap_makes_excess_clients_wait(start_server) -> None:
+def test_connection_cap_makes_excess_clients_wait(start_server: StartServer) -> None:
     data = config_data()
     data["server"] = {"max_connections": 2}
     running = start_server(data)
@@ -151,7 +151,7 @@ def test_connection_cap_makes_excess_clients_wait(start_server) -> None:
     third.close()
 
 
-def test_day_changes_at_local_midnight_without_restart(start_server) -> None:
+def test_day_changes_at_local_midnight_without_restart(start_server: StartServer) -> None:
     clock = FakeClock(at("2026-11-27T23:59:59+01:00"))
     running = start_server(config_data(timezone="Europe/Berlin"), clock=clock)
     new_day = today_key(dt.date(2026, 11, 28))
@@ -164,7 +164,9 @@ def test_day_changes_at_local_midnight_without_restart(start_server) -> None:
         assert client.query("tempmail", old_day).status is Status.NOTFOUND
 
 
-def test_reload_changes_secret_and_keeps_old_config_on_error(start_server, caplog) -> None:
+def test_reload_changes_secret_and_keeps_old_config_on_error(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
     running = start_server()
     new_secret = "the rotated secret value"
     data = config_data(secret=new_secret)
@@ -181,7 +183,7 @@ def test_reload_changes_secret_and_keeps_old_config_on_error(start_server, caplo
     assert "identities.default.recipient: missing" in caplog.text
 
 
-def test_stop_closes_idle_connections_and_removes_the_socket(start_server) -> None:
+def test_stop_closes_idle_connections_and_removes_the_socket(start_server: StartServer) -> None:
     running = start_server()
     path = Path(running.target.removeprefix("unix:"))
     with running.raw_socket() as idle:
@@ -207,7 +209,7 @@ def settings(path: Path, **kwargs: object) -> config_module.SocketSettings:
 def test_socket_mode_is_applied(short_dir: Path) -> None:
     for mode in (0o660, 0o600, 0o666):
         bound = listeners.bind(settings(short_dir / "s.sock", mode=mode))
-        assert stat.S_IMODE(os.stat(short_dir / "s.sock").st_mode) == mode
+        assert stat.S_IMODE((short_dir / "s.sock").stat().st_mode) == mode
         bound.close()
         assert not (short_dir / "s.sock").exists()
 
@@ -218,18 +220,18 @@ def test_socket_owner_and_group_by_name_and_id(short_dir: Path) -> None:
     group = grp.getgrgid(nobody.pw_gid)
     for owner, grp_value in (("nobody", group.gr_name), (nobody.pw_uid, nobody.pw_gid)):
         bound = listeners.bind(settings(short_dir / "s.sock", owner=owner, group=grp_value))
-        info = os.stat(short_dir / "s.sock")
+        info = (short_dir / "s.sock").stat()
         assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nobody.pw_gid)
         bound.close()
 
 
 def test_unknown_owner_or_group(short_dir: Path) -> None:
     with pytest.raises(
-        ServerError, match="socket.owner: no user named 'no-such-user' on this system"
+        ServerError, match=r"socket\.owner: no user named 'no-such-user' on this system"
     ):
         listeners.bind(settings(short_dir / "s.sock", owner="no-such-user"))
     with pytest.raises(
-        ServerError, match="socket.group: no group named 'no-such-group' on this system"
+        ServerError, match=r"socket\.group: no group named 'no-such-group' on this system"
     ):
         listeners.bind(settings(short_dir / "s.sock", group="no-such-group"))
 
@@ -245,7 +247,7 @@ def test_a_stale_socket_is_replaced(short_dir: Path) -> None:
     bound.close()
 
 
-def test_a_live_socket_is_not_stolen(start_server) -> None:
+def test_a_live_socket_is_not_stolen(start_server: StartServer) -> None:
     running = start_server()
     path = Path(running.target.removeprefix("unix:"))
     with pytest.raises(
@@ -282,7 +284,7 @@ def test_closing_never_removes_a_successors_socket(short_dir: Path) -> None:
     assert not path.exists()
 
 
-def test_tcp_port_in_use(start_server) -> None:
+def test_tcp_port_in_use(start_server: StartServer) -> None:
     data = config_data()
     data["socket"] = {"type": "inet"}
     running = start_server(data)

@@ -50,8 +50,10 @@ class Bound:
         self.sock.close()
         path, self._path = self._path, None
         if path is not None and _file_identity(path) == self._identity:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # e.g. the directory is not writable after dropping root
+                log.warning("cannot remove the socket %s: %s", path, exc.strerror)
 
 
 def _file_identity(path: Path) -> tuple[int, int, int] | None:

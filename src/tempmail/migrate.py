@@ -33,6 +33,11 @@ _MAPPING: Final = {
     "SHARED_SECRET": ("identity", "secret"),
 }
 _INTEGERS: Final = {"SOCKETMAP_MAX_NETSTRING_LENGTH", "SOCKETMAP_INET_PORT", "LENGTH"}
+_EMPTY_MEANS_UNSET: Final = {
+    "SOCKETMAP_UNIX_SOCKET_OWNER_UID",
+    "SOCKETMAP_UNIX_SOCKET_OWNER_GID",
+    "PARSER_RUN_UID",
+}
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Strings that bash's builtin ``echo -n "$SHARED_SECRET"`` takes as options and never prints.
 _ECHO_OPTION: Final = re.compile(r"-[neE]+")
@@ -262,12 +267,12 @@ def _convert_value(name: str, raw: str, notes: list[str]) -> str | int | None:
             notes.append(f"{name}={number} is below tempmail's minimum; using 64")
             return 64
         return number
+    if not raw and name in _EMPTY_MEANS_UNSET:
+        return None
     if name in ("SOCKETMAP_UNIX_SOCKET_OWNER_UID", "SOCKETMAP_UNIX_SOCKET_OWNER_GID"):
-        return (int(raw) if raw.isdigit() else raw) or None
+        return int(raw) if raw.isdigit() else raw
     if name == "SOCKETMAP_UNIX_SOCKET_MODE":
         return raw.zfill(4)
-    if name == "PARSER_RUN_UID":
-        return raw or None
     return raw
 
 

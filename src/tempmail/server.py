@@ -117,8 +117,8 @@ class Server:
                 for listener in listeners:
                     tg.start_soon(self._accept_loop, listener, tg)
                 tg.start_soon(self._sweep_idle)
-                if handle_signals:
-                    tg.start_soon(self._handle_signals)
+                if handle_signals:  # before announcing readiness: an early SIGHUP must reload
+                    await tg.start(self._handle_signals)
                 for warning in self.config.warnings:
                     log.warning("%s", warning)
                 log.info("listening on %s", ", ".join(self.addresses))
@@ -226,8 +226,11 @@ class Server:
                 if connection.last_active < deadline:
                     connection.scope.cancel()
 
-    async def _handle_signals(self) -> None:
+    async def _handle_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("received SIGHUP: reloading the configuration")

@@ -24,11 +24,16 @@ log = logging.getLogger(__name__)
 def run_server(config: Config, environ: Mapping[str, str]) -> None:
     """Serve ``config`` in the foreground; returns after SIGTERM or SIGINT."""
     bound = listeners.inherited(environ) or [listeners.bind(config.socket)]
-    try:
+    loader = functools.partial(config_module.load, config.path, environ)
+
+    async def main() -> None:
+        # Drop root inside the running loop: everything the loop needs is imported by now,
+        # even where the Python installation is not readable by the service user.
         drop_privileges(config.server.user)
-        loader = functools.partial(config_module.load, config.path, environ)
-        server = Server(config, bound, loader=loader)
-        anyio.run(server.run, backend="asyncio")
+        await Server(config, bound, loader=loader).run()
+
+    try:
+        anyio.run(main, backend="asyncio")
     finally:
         for b in bound:  # normally done by the server already; this covers failed starts
             b.close()
