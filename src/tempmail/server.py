@@ -25,9 +25,11 @@ import anyio
 from anyio.abc import SocketListener, TaskGroup
 
 from tempmail import config as config_module
-from tempmail.errors import ConfigError
+from tempmail import metrics
+from tempmail.errors import ConfigError, ServerError
 from tempmail.session import Handler, HandlerRef, Session
 from tempmail.stats import Stats
+from tempmail.systemd import Notifier
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,7 +64,7 @@ class Connection:
 class Server:
     """Serves socketmap lookups on already-bound sockets until :meth:`stop` or a signal."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - collaborators are injected for tests
         self,
         config: Config,
         bound: list[Bound],
@@ -70,8 +72,10 @@ class Server:
         loader: Callable[[], Config] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
     ) -> None:
         self._bound = bound
+        self._notifier = notifier or Notifier(None)
         self._loader = loader or functools.partial(config_module.load, config.path)
         self._clock = clock
         self._monotonic = monotonic
@@ -81,6 +85,7 @@ class Server:
         self._room: anyio.Event | None = None  # set when a connection ends (room at the cap)
         self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
         self._stop_requested = False
+        self.metrics_address: str | None = None  # http://HOST:PORT/metrics once serving
         # Event-loop objects: created in run(), inside the loop.
         self._accepting: anyio.CancelScope | None = None
         self._stop_event: anyio.Event | None = None
@@ -119,11 +124,17 @@ class Server:
                 tg.start_soon(self._sweep_idle)
                 if handle_signals:  # before announcing readiness: an early SIGHUP must reload
                     await tg.start(self._handle_signals)
+                if self.config.metrics.enabled:
+                    self.metrics_address = await tg.start(self._serve_metrics)
+                if self.config.metrics.summary_interval > 0:
+                    tg.start_soon(self._log_summaries, self.config.metrics.summary_interval)
                 for warning in self.config.warnings:
                     log.warning("%s", warning)
                 log.info("listening on %s", ", ".join(self.addresses))
+                self._notifier.ready(f"serving on {', '.join(self.addresses)}")
                 task_status.started(self.addresses)
                 await self._stop_event.wait()
+                self._notifier.stopping()
                 await self._shut_down(listeners)
                 tg.cancel_scope.cancel()
         finally:
@@ -138,7 +149,12 @@ class Server:
             self._stop_event.set()
 
     async def reload(self) -> bool:
-        """Load the configuration again; keep the current one if the new one is broken."""
+        """Load the configuration again; keep the current one if the new one is broken.
+
+        Reading files happens in a worker thread and the new day's table is built before the
+        switch, so lookups never wait for a reload.
+        """
+        self._notifier.reloading()
         try:
             new = await anyio.to_thread.run_sync(self._loader)
         except ConfigError as exc:
@@ -147,16 +163,60 @@ class Server:
                 "reload failed, still serving the previous configuration: %s",
                 "; ".join(exc.problems),
             )
+            self._notifier.ready("reload failed; serving the previous configuration")
             return False
         old = self.config
-        if new.socket != old.socket or new.server.user != old.server.user:
-            log.warning("socket and server.user changes take effect at the next restart")
+        if (new.socket, new.server.user, new.metrics) != (old.socket, old.server.user, old.metrics):
+            log.warning(
+                "[socket], server.user and [metrics] changes take effect at the next restart"
+            )
         self.ref.handler = Handler(new, self._clock(), self.stats)
         self.stats.reloads_ok += 1
         for warning in new.warnings:
             log.warning("%s", warning)
         log.info("configuration reloaded from %s", new.path or "<config>")
+        self._notifier.ready(f"serving on {', '.join(self.addresses)}")
         return True
+
+    def metrics_text(self) -> str:
+        """The current metrics in Prometheus text format."""
+        now = self._clock()
+        handler = self.ref.handler
+        self.stats.forget_dates_before(handler.oldest_valid_date(now))
+        return metrics.render(self.stats, len(handler.resolver.table(now)))
+
+    async def _serve_metrics(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        settings = self.config.metrics
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=settings.host, local_port=settings.port, reuse_port=False
+            )
+        except OSError as exc:
+            raise ServerError(
+                f"metrics: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        address = f"http://{host}:{port}/metrics"
+        log.info("metrics on %s", address)
+        task_status.started(address)
+
+        async def scrape(stream: SocketStream) -> None:
+            try:
+                await metrics.handle_scrape(stream, self.metrics_text)
+            except Exception:  # a scrape must never take the lookup service down
+                log.exception("error while answering a metrics request")
+
+        async with listener:
+            await listener.serve(scrape)
+
+    async def _log_summaries(self, interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            self.stats.forget_dates_before(self.ref.handler.oldest_valid_date(self._clock()))
+            log.info("summary %s", self.stats.summary())
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()

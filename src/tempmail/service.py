@@ -12,6 +12,7 @@ from tempmail import config as config_module
 from tempmail import listeners
 from tempmail.privileges import drop_privileges
 from tempmail.server import Server
+from tempmail.systemd import Notifier
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,14 +24,19 @@ log = logging.getLogger(__name__)
 
 def run_server(config: Config, environ: Mapping[str, str]) -> None:
     """Serve ``config`` in the foreground; returns after SIGTERM or SIGINT."""
-    bound = listeners.inherited(environ) or [listeners.bind(config.socket)]
+    bound = listeners.inherited(environ)
+    if bound:
+        log.info("using %d socket(s) from systemd; [socket] is not used", len(bound))
+    else:
+        bound = [listeners.bind(config.socket)]
     loader = functools.partial(config_module.load, config.path, environ)
 
     async def main() -> None:
         # Drop root inside the running loop: everything the loop needs is imported by now,
         # even where the Python installation is not readable by the service user.
         drop_privileges(config.server.user)
-        await Server(config, bound, loader=loader).run()
+        notifier = Notifier.from_environ(environ)
+        await Server(config, bound, loader=loader, notifier=notifier).run()
 
     try:
         anyio.run(main, backend="asyncio")

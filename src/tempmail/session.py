@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Final
 
-from tempmail import socketmap
+from tempmail import socketmap, window
 from tempmail.lookup import Resolver
 from tempmail.netstring import (
     END,
@@ -29,6 +29,8 @@ from tempmail.socketmap import NOTFOUND, Reply
 from tempmail.stats import Stats
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from tempmail.config import Config
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,13 @@ class Handler:
     def resolver(self) -> Resolver:
         """The resolver (and its current day's table)."""
         return self._resolver
+
+    def oldest_valid_date(self, now: float) -> dt.date:
+        """The oldest local date whose addresses (tagged or not) are still valid at ``now``."""
+        return min(
+            window.span_at(now, i.timezone, max(i.window, i.tag_window if i.tags else 0)).dates[-1]
+            for i in self.config.identities
+        )
 
     def answer(self, request: bytes, now: float) -> Reply:
         """The reply to one request payload ``name SP key``."""
