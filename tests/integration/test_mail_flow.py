@@ -1,0 +1,109 @@
+"""Mail through Postfix and the tempmail sidecar: what is delivered, what is refused at RCPT."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import pytest
+
+from .stack import OTHER_DOMAIN, POSTFIX_SOCKET_DIR, TEMPMAIL_UID, Stack, unique_subject
+
+pytestmark = pytest.mark.containers
+
+#: Dot-stuffing, an mbox-style "From " line, trailing spaces and non-ASCII: all must survive.
+BODY = "Hello,\n.a line that starts with a dot\nFrom the start of a line\ntrailing  \nGrüße\n"
+
+
+def assert_delivered(stack: Stack, address: str, label: str) -> None:
+    assert stack.rcpt(address).code == 250
+    subject = unique_subject(label)
+    stack.send(address, subject, BODY)
+    message = stack.wait_for_message(subject)
+    assert message["Subject"] == subject
+    assert message.get_content() == BODY
+    assert message["Delivered-To"] == "user@localhost"
+    assert message["X-Original-To"] == address
+
+
+@pytest.mark.parametrize("days_ago", [0, 1], ids=["today", "yesterday"])
+def test_current_address_is_delivered(stack: Stack, days_ago: int) -> None:
+    assert_delivered(stack, stack.address(days_ago), f"md5-{days_ago}")
+
+
+def test_upper_case_address_is_delivered(stack: Stack) -> None:
+    assert_delivered(stack, stack.address().upper(), "upper")
+
+
+def test_address_with_extension_is_delivered(stack: Stack) -> None:
+    local, domain = stack.address().split("@")
+    assert_delivered(stack, f"{local}+shop@{domain}", "extension")
+
+
+@pytest.mark.parametrize(
+    "make_address",
+    [
+        pytest.param(lambda s: s.address(2), id="day-before-yesterday"),
+        pytest.param(lambda _: f"{secrets.token_hex(4)}@example.test", id="random-code"),
+        pytest.param(
+            lambda s: s.address().replace("example.test", OTHER_DOMAIN), id="wrong-domain"
+        ),
+    ],
+)
+def test_invalid_address_is_refused_at_rcpt(
+    stack: Stack, make_address: Callable[[Stack], str]
+) -> None:
+    result = stack.rcpt(make_address(stack))
+    assert result.code == 550
+    assert "User unknown in virtual alias table" in result.text
+
+
+def test_foreign_domain_is_not_relayed(stack: Stack) -> None:
+    # A valid code at a domain Postfix does not serve: no open relay.
+    result = stack.rcpt(stack.address().replace("example.test", "elsewhere.test"))
+    assert result.code == 554
+    assert "Relay access denied" in result.text
+
+
+def test_sidecar_is_unprivileged_and_read_only(stack: Stack) -> None:
+    container = stack.sidecar_container()
+    assert container.attrs["Config"]["User"] == f"{TEMPMAIL_UID}:{TEMPMAIL_UID}"
+    assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+    assert stack.sidecar_exec(["id", "-u"]) == (0, f"{TEMPMAIL_UID}\n")
+    code, output = stack.sidecar_exec(["touch", "/opt/tempmail/written"])
+    assert code != 0
+    assert "Read-only file system" in output
+    # No capabilities at all in the server process (PID 1).
+    _, status = stack.sidecar_exec(["grep", "^CapEff", "/proc/1/status"])
+    assert status.split() == ["CapEff:", "0000000000000000"]
+
+
+def test_socket_permissions_let_only_postfix_in(stack: Stack) -> None:
+    # Directory and socket: 10001:10001, group access only; Postfix's group list has 10001.
+    listing = stack.postfix_exec(
+        f"stat -c '%u:%g %a' {POSTFIX_SOCKET_DIR} {POSTFIX_SOCKET_DIR}/socket"
+    )
+    assert listing.split("\n")[:2] == ["10001:10001 750", "10001:10001 660"]
+    assert "10001" in stack.postfix_exec("id -G postfix").split()
+
+
+def test_healthcheck_of_the_image_passes(stack: Stack) -> None:
+    image = stack.client.images.get(stack.sidecar_image)
+    check = image.attrs["Config"]["Healthcheck"]["Test"]
+    assert check[:3] == ["CMD", "tempmail", "query"]
+    code, output = stack.sidecar_exec(check[1:])
+    assert code == 0, output
+    assert "self-test passed" in output
+
+
+def test_sidecar_stops_quickly_on_sigterm(stack: Stack) -> None:
+    try:
+        took = stack.stop_sidecar(timeout=10)
+        state = stack.sidecar_container().attrs["State"]
+        print(f"\ndocker stop of the sidecar: {took:.2f} s")
+        assert state["ExitCode"] == 0
+        assert took < 1.0
+        assert not stack.socket_exists()  # removed on the way out
+    finally:
+        stack.ensure_sidecar_running()
+    assert stack.rcpt(stack.address()).code == 250
