@@ -246,6 +246,8 @@ class Stack:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 labels=LABELS,
+                # The image's HEALTHCHECK command, checked every 2 s instead of 30 s.
+                healthcheck={"interval": 2 * 10**9},
             )
             .with_volume_mapping(self.volume.name, SIDECAR_SOCKET_DIR, "rw")
             .with_volume_mapping(str(self.config_dir), CONFIG_DIR, "ro")

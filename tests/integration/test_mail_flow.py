@@ -7,7 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
-from .stack import OTHER_DOMAIN, POSTFIX_SOCKET_DIR, TEMPMAIL_UID, Stack, unique_subject
+from .stack import (
+    OTHER_DOMAIN,
+    POSTFIX_SOCKET_DIR,
+    TEMPMAIL_UID,
+    Stack,
+    unique_subject,
+    wait_until,
+)
 
 pytestmark = pytest.mark.containers
 
@@ -94,6 +101,15 @@ def test_healthcheck_of_the_image_passes(stack: Stack) -> None:
     code, output = stack.sidecar_exec(check[1:])
     assert code == 0, output
     assert "self-test passed" in output
+
+
+def test_docker_reports_the_sidecar_healthy(stack: Stack) -> None:
+    def status() -> str:
+        return str(stack.sidecar_container().attrs["State"]["Health"]["Status"])
+
+    wait_until(lambda: status() == "healthy", timeout=20, what="docker health status")
+    log = stack.sidecar_container().attrs["State"]["Health"]["Log"]
+    assert "self-test passed" in log[-1]["Output"]
 
 
 def test_sidecar_stops_quickly_on_sigterm(stack: Stack) -> None:
