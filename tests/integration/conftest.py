@@ -59,6 +59,8 @@ def missing_prerequisite(message: str) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     if any("docker_images" in getattr(item, "fixturenames", ()) for item in session.items):
         t0 = time.monotonic()
         prepared = _prepare()
