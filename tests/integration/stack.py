@@ -447,6 +447,29 @@ class Stack:
         stdout, stderr = self._sidecar().get_logs()
         return (stdout + stderr).decode(errors="replace")
 
+    def run_sidecar_image(self, command: list[str], timeout: float = 30) -> tuple[int, str]:
+        """Run the sidecar image once, with the sidecar's mounts and flags; exit code, output."""
+        container = self.client.containers.create(
+            self.sidecar_image,
+            command,
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            labels=LABELS,
+            volumes={
+                self.volume.name: {"bind": SIDECAR_SOCKET_DIR, "mode": "rw"},
+                str(self.config_dir): {"bind": CONFIG_DIR, "mode": "ro"},
+                str(self.secret_dir): {"bind": SECRET_DIR, "mode": "ro"},
+            },
+        )
+        try:
+            container.start()
+            status = container.wait(timeout=timeout)
+            return int(status["StatusCode"]), container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+
     def socket_exists(self) -> bool:
         """Whether a socket file is in the shared volume (seen from Postfix)."""
         exit_code, _ = self._postfix().exec(["test", "-S", f"{POSTFIX_SOCKET_DIR}/socket"])

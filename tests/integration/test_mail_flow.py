@@ -94,6 +94,13 @@ def test_socket_permissions_let_only_postfix_in(stack: Stack) -> None:
     assert "10001" in stack.postfix_exec("id -G postfix").split()
 
 
+def test_a_second_sidecar_does_not_steal_the_live_socket(stack: Stack) -> None:
+    code, output = stack.run_sidecar_image(["serve"])
+    assert code != 0
+    assert "another server is already listening" in output
+    assert stack.rcpt(stack.address()).code == 250  # the first one still serves
+
+
 def test_healthcheck_of_the_image_passes(stack: Stack) -> None:
     image = stack.client.images.get(stack.sidecar_image)
     check = image.attrs["Config"]["Healthcheck"]["Test"]
