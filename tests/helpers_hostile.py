@@ -1,0 +1,153 @@
+"""Helpers for the hostile-input, hostile-client and property tests.
+
+Raw sockets, exact reply bytes, and counters of the server's tasks and this process's file
+descriptors, so that each test can state precisely what it expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conftest import FakeClock, config_data
+from tempmail import generate, netstring, socketmap
+from tempmail.config import Identity, parse
+
+if TYPE_CHECKING:
+    from conftest import RunningServer
+
+#: The type of conftest's ``start_server`` fixture.
+StartServer = Callable[..., "RunningServer"]
+
+#: The fixed instant every hostile test runs at (a Friday noon, UTC).
+NOW = FakeClock().now
+
+
+def request(key: bytes | str, map_name: bytes = b"tempmail") -> bytes:
+    """The netstring Postfix sends for ``key``."""
+    raw = key.encode() if isinstance(key, str) else key
+    return netstring.encode(map_name + b" " + raw)
+
+
+def reply_wire(text: str) -> bytes:
+    """The exact bytes of a reply payload such as ``"NOTFOUND "`` or ``"OK a@b"``."""
+    return netstring.encode(text.encode())
+
+
+NOTFOUND = reply_wire("NOTFOUND ")
+
+
+def ok(recipient: str) -> bytes:
+    return reply_wire(f"OK {recipient}")
+
+
+def perm_malformed(reason: str) -> bytes:
+    return reply_wire(f"PERM malformed netstring: {reason}")
+
+
+def identity(**overrides: Any) -> Identity:
+    return parse(config_data(**overrides)).identities[0]
+
+
+def addresses(ident: Identity, now: float = NOW) -> list[str]:
+    """The valid addresses at ``now``, today's first (generating scheme)."""
+    return [str(a) for a in generate.current_addresses(ident, now)]
+
+
+def address_on(ident: Identity, day: dt.date, scheme: str | None = None) -> str:
+    from tempmail import schemes  # noqa: PLC0415
+
+    chosen = schemes.SCHEMES[scheme] if scheme else None
+    return str(generate.address_on(ident, day, scheme=chosen))
+
+
+def today(now: float = NOW) -> dt.date:
+    return dt.datetime.fromtimestamp(now, dt.UTC).date()
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes the connection (fails on timeout)."""
+    sock.settimeout(timeout)
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def read_exactly(sock: socket.socket, size: int, timeout: float = 5.0) -> bytes:
+    """Exactly ``size`` bytes; fails if the server closes or stalls first."""
+    sock.settimeout(timeout)
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = sock.recv(min(remaining, 65536))
+        if not chunk:
+            got = b"".join(chunks)
+            raise AssertionError(f"connection closed after {len(got)} of {size} bytes: {got!r}")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def still_open(sock: socket.socket, ident: Identity) -> bool:
+    """Whether the server still answers on ``sock`` (a valid lookup must come back OK)."""
+    sock.sendall(request(addresses(ident)[0]))
+    expected = ok(ident.recipient)
+    return read_exactly(sock, len(expected)) == expected
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` (server state changes in another thread) until true or fail."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+def task_count(running: RunningServer) -> int:
+    """Tasks alive in the server's event loop (must run inside the loop thread)."""
+    return running.portal.call(_all_tasks)
+
+
+async def _all_tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+def fd_count() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def settled(running: RunningServer, tasks: int, fds: int) -> Callable[[], bool]:
+    """A predicate: no connection left, and tasks and fds back to the given baselines."""
+
+    def check() -> bool:
+        return (
+            running.server.open_connections == 0
+            and running.server.stats.connections_open == 0
+            and task_count(running) == tasks
+            and fd_count() == fds
+        )
+
+    return check
+
+
+def parse_replies(wire: bytes) -> list[socketmap.Reply]:
+    """Split concatenated reply netstrings; fails on anything that is not a valid reply."""
+    decoder = netstring.NetstringDecoder(max_length=socketmap.MAX_REPLY_LENGTH)
+    decoder.feed(wire)
+    decoder.feed(b"")
+    replies: list[socketmap.Reply] = []
+    while True:
+        event = decoder.next_event()
+        if event is netstring.END:
+            return replies
+        assert isinstance(event, bytes), event
+        replies.append(socketmap.parse_reply(event))
