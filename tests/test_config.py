@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -452,3 +453,26 @@ def test_identity_lookup_by_name(tmp_path: Path) -> None:
     assert loaded.identity("bob").domain == "bob.org"
     with pytest.raises(ConfigError, match=r"no identity named 'carol' \(configured: alice, bob\)"):
         loaded.identity("carol")
+
+
+def test_a_secret_file_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    """A FIFO would block open() and read(); it is refused as not a regular file."""
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo, 0o600)
+    assert problems(tmp_path, config_data(secret=None, secret_file=str(fifo))) == [
+        f"identities.default.secret_file: {fifo} is not a regular file"
+    ]
+
+
+def test_secret_variable_that_is_not_utf8(tmp_path: Path) -> None:
+    undecodable = b"caf\xe9 secret value".decode(errors="surrogateescape")  # as os.environ has it
+    assert problems(tmp_path, config_data(secret=None), {"TEMPMAIL_SECRET": undecodable}) == [
+        "TEMPMAIL_SECRET is not UTF-8 text"
+    ]
+
+
+def test_recipient_delimiter_must_be_ascii(tmp_path: Path) -> None:
+    data = {**config_data(), "server": {"recipient_delimiter": "+§"}}
+    assert problems(tmp_path, data) == [
+        "server.recipient_delimiter: ASCII characters only, and no '@', spaces or control characters"
+    ]

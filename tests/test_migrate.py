@@ -246,3 +246,12 @@ def test_migrate_reports_what_the_new_config_rejects(
 def test_migrate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["migrate", str(tmp_path / "nope.cf")]) == cli.EX_NOINPUT
     assert "nope.cf: cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_an_unquoted_value_with_a_space_is_reported_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        migrate.parse_shell_assignments("DOMAIN=a.org\nSHARED_SECRET=Zebra Quokka", "old.cf")
+    assert str(caught.value) == (
+        "old.cf: line 2: the value of SHARED_SECRET contains an unquoted space; "
+        "put the value in quotes"
+    )

@@ -242,11 +242,6 @@ def test_secret_file_errors_never_show_it(tmp_path: Path) -> None:
         assert_no_secret(str(caught.value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'tempmail migrate' quotes the next word of a line it cannot parse, so an "
-    "unquoted SHARED_SECRET with spaces is printed in the error",
-)
 def test_migrate_errors_never_show_the_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -615,11 +610,6 @@ def test_wrong_and_expired_tagged_codes_cost_the_same(monkeypatch: pytest.Monkey
     assert work.of(resolver, str(today))[0] == "OK"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a revoked tag is rejected before any HMAC is computed, so it is answered "
-    "~5 us faster than an unknown tag: timing tells which tag names were revoked",
-)
 def test_revoked_tags_take_as_long_as_unknown_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     resolver, ident = _tag_resolver(revoked_tags=["shop"])
     work = _Work(monkeypatch)

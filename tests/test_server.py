@@ -298,3 +298,40 @@ def test_tcp_port_in_use(start_server: StartServer) -> None:
 def test_inherited_sockets_need_matching_pid() -> None:
     assert listeners.inherited({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
     assert listeners.inherited({}) == []
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(start_server: StartServer) -> None:
+    """Idle connections cannot lock Postfix out: at max_connections the idlest is closed."""
+    monotonic = FakeClock(1000.0)
+    data = config_data()
+    data["server"] = {"max_connections": 2}
+    running = start_server(data, monotonic=monotonic)
+    older, newer = running.raw_socket(), running.raw_socket()
+    for sock in (older, newer):
+        sock.sendall(request(today_key()))
+        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+        monotonic.now += 0.5
+    monotonic.now += 1.0  # both idle for at least EVICT_IDLE_AFTER (1 s)
+    with running.connect() as third:
+        assert third.query("tempmail", today_key()).data == RECIPIENT
+    assert older.recv(10) == b""  # the idlest was closed
+    newer.sendall(request(today_key()))
+    assert read_exactly(newer, len(OK_REPLY)) == OK_REPLY
+    assert running.server.stats.connections_evicted == 1
+    older.close()
+    newer.close()
+
+
+def test_recently_active_connections_are_not_evicted(start_server: StartServer) -> None:
+    """A connection active within the last second is never closed to make room."""
+    data = config_data()
+    data["server"] = {"max_connections": 1}
+    running = start_server(data)
+    with running.raw_socket() as busy, running.raw_socket() as waiting:
+        busy.sendall(request(today_key()))
+        assert read_exactly(busy, len(OK_REPLY)) == OK_REPLY
+        waiting.sendall(request(today_key()))
+        waiting.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            waiting.recv(100)
+        assert running.server.stats.connections_evicted == 0

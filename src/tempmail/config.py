@@ -216,8 +216,10 @@ def _server(table: _Table) -> ServerSettings:
     if not _NAME.fullmatch(map_name):
         table.problem("map_name", "use letters, digits, '_', '.' or '-' (at most 64)")
     delimiter = table.get("recipient_delimiter", str, default.recipient_delimiter)
-    if any(c.isspace() or c == "@" or not c.isprintable() for c in delimiter):
-        table.problem("recipient_delimiter", "must not contain '@', spaces or control characters")
+    if any(c.isspace() or c == "@" or not c.isprintable() or not c.isascii() for c in delimiter):
+        table.problem(
+            "recipient_delimiter", "ASCII characters only, and no '@', spaces or control characters"
+        )
     permissions = table.choice(
         "secret_permissions", [p.value for p in Permissions], default.secret_permissions.value
     )
@@ -411,7 +413,8 @@ def _secrets(table: _Table, server: ServerSettings, env_secret: str | None) -> t
         found.append(table.secret_file("secret_file", file, server.secret_permissions))
     elif env_secret is not None:
         try:
-            found.append(parse_secret_text(env_secret.encode(), SECRET_ENV))
+            # os.environ holds undecodable bytes as surrogates: keep them to report them.
+            found.append(parse_secret_text(env_secret.encode(errors="surrogateescape"), SECRET_ENV))
         except ValueError as exc:
             table.reader.problem("", str(exc))
     else:

@@ -45,9 +45,31 @@ class Bound:
         # socket at the same path, and that one must survive our shutdown.
         self._identity = _file_identity(path) if path is not None else None
 
+    def accept_pending(self) -> list[socket.socket]:
+        """Accept every connection waiting in the listen backlog, without waiting."""
+        accepted: list[socket.socket] = []
+        blocking = self.sock.getblocking()
+        self.sock.setblocking(False)  # noqa: FBT003 - socket API
+        try:
+            while True:
+                try:
+                    connection, _ = self.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return accepted
+                except OSError as exc:  # e.g. EMFILE: the rest get a reset, Postfix retries
+                    log.warning("cannot accept a waiting connection at shutdown: %s", exc)
+                    return accepted
+                accepted.append(connection)
+        finally:
+            self.sock.setblocking(blocking)
+
     def close(self) -> None:
         """Close the socket and remove its path if it is still the socket we created."""
         self.sock.close()
+        self.unlink()
+
+    def unlink(self) -> None:
+        """Remove the socket's path (if it is still ours); the socket keeps its backlog."""
         path, self._path = self._path, None
         if path is not None and _file_identity(path) == self._identity:
             try:

@@ -147,19 +147,24 @@ class AddressTable:
         tag = tag_bytes.decode()  # ASCII: non-ASCII keys never reach a tagged domain's digits
         if not schemes.TAG_PATTERN.fullmatch(tag) or not _HEX.issuperset(code):
             return NOT_AN_ADDRESS
+        found = NOT_AN_ADDRESS
         for rule in rules:
             identity = rule.identity
-            if len(code) != identity.length or tag in identity.revoked_tags:
+            if len(code) != identity.length:
                 continue
+            # A revoked tag costs the same HMACs as any other, so timing does not tell which
+            # tags are revoked; every candidate is computed, whatever matched first.
+            revoked = tag in identity.revoked_tags
             for day in rule.dates:
                 for secret in identity.secrets:
                     expected = schemes.tagged_code(day, tag, secret.reveal(), identity.length)
-                    if hmac.compare_digest(expected.encode(), code):
-                        return Result(
+                    matches = hmac.compare_digest(expected.encode(), code)
+                    if matches and not revoked and found is NOT_AN_ADDRESS:
+                        found = Result(
                             socketmap.ok(_with_extension(identity, tag)),
                             Match(identity.name, day, schemes.HMAC.name, tag),
                         )
-        return NOT_AN_ADDRESS
+        return found
 
 
 def _with_extension(identity: Identity, tag: str) -> str:

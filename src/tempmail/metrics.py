@@ -98,6 +98,12 @@ def render(stats: Stats, valid_addresses: int) -> str:
         [("", stats.connections_idle_closed)],
     )
     metric(
+        "tempmail_connections_evicted_total",
+        "counter",
+        "Idle connections closed to make room at max_connections.",
+        [("", stats.connections_evicted)],
+    )
+    metric(
         "tempmail_reloads_total",
         "counter",
         "Configuration reloads (SIGHUP), by result.",

@@ -72,6 +72,7 @@ class _ShellParser:
         self.line = 1
         self.variables: dict[str, str] = {}
         self.notes: list[str] = []
+        self.last_assignment: tuple[str, int] | None = None  # (name, line where it ended)
 
     def fail(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: line {self.line}: {message}")
@@ -111,6 +112,12 @@ class _ShellParser:
                 self.advance()
             match = _NAME.match(self.text, self.pos)
         if not match or self.text[match.end() : match.end() + 1] != "=":
+            if self.last_assignment and self.last_assignment[1] == self.line:
+                # Most likely an unquoted value with a space: never echo it, it may be secret.
+                raise self.fail(
+                    f"the value of {self.last_assignment[0]} contains an unquoted space; "
+                    "put the value in quotes"
+                )
             word = self.text[self.pos :].split(None, 1)[0][:40]
             raise self.fail(
                 f"{word!r} is not a variable assignment; the file is read as data and never run"
@@ -118,6 +125,7 @@ class _ShellParser:
         name = match.group()
         self.advance(match.end() - self.pos + 1)
         self.variables[name] = self.word()
+        self.last_assignment = (name, self.line)
 
     def word(self) -> str:
         """One shell word in assignment context: no word splitting, no globbing."""

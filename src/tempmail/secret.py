@@ -77,7 +77,9 @@ def read_secret_file(path: Path, allowed: Permissions) -> Secret:
     Raises ``ValueError`` with a message that says how to fix the file.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+        # O_NONBLOCK: a FIFO or a device must not hang the start or a reload; it is refused
+        # below as not a regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     try:

@@ -5,12 +5,14 @@ Lifecycle:
 * connections: each is served until the client closes it, it breaks the protocol, or it makes
   no progress for ``idle_timeout`` seconds (no complete request answered; a client that never
   reads its replies or dribbles a request byte by byte is closed too);
-* ``max_connections``: at the cap the server stops accepting; further clients wait in the
-  kernel's listen backlog until a connection ends;
+* ``max_connections``: at the cap the server stops accepting (further clients wait in the
+  kernel's listen backlog) and closes the connection that has been idle longest, if it has been
+  idle for ``EVICT_IDLE_AFTER`` seconds: idle connections cannot lock Postfix out, and Postfix
+  simply reconnects;
 * SIGHUP: reload the configuration and secrets in a worker thread; on any error keep serving
   with the old configuration and log why;
-* SIGTERM/SIGINT: stop accepting, remove the socket, answer every request already received,
-  close the connections and return.
+* SIGTERM/SIGINT: stop accepting and remove the socket, accept what already waits in the
+  listen backlog, answer every request that has arrived, close the connections and return.
 """
 
 from __future__ import annotations
@@ -22,19 +24,17 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
-from anyio.abc import SocketListener, TaskGroup
+from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from tempmail import config as config_module
 from tempmail import metrics
 from tempmail.errors import ConfigError, ServerError
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Handler, HandlerRef, Next, Session
 from tempmail.stats import Stats
 from tempmail.systemd import Notifier
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from anyio.abc import SocketStream
 
     from tempmail.config import Config
     from tempmail.listeners import Bound
@@ -44,21 +44,24 @@ log = logging.getLogger(__name__)
 #: Bytes asked for per read: a Postfix request is a few dozen bytes; pipelining clients get many.
 RECEIVE_SIZE: Final = 65536
 #: At shutdown, how long to let requests that already arrived be read and answered.
-SHUTDOWN_GRACE: Final = 0.02
+SHUTDOWN_GRACE: Final = 0.05
+#: At the connection cap, a connection idle at least this long is closed to make room.
+EVICT_IDLE_AFTER: Final = 1.0
 #: At shutdown, how long to wait for replies that are being written before closing anyway.
 SHUTDOWN_TIMEOUT: Final = 5.0
 
 
 class Connection:
-    """What the sweeper and the shutdown need to know about one connection."""
+    """What the sweeper, the connection cap and the shutdown need to know about a connection."""
 
-    __slots__ = ("busy", "closing", "last_active", "scope")
+    __slots__ = ("busy", "closing", "evicted", "last_active", "scope")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, *, closing: bool = False) -> None:
         self.scope = anyio.CancelScope()
         self.last_active = now  # last time a complete request was answered (monotonic)
         self.busy = False  # between receiving bytes and finishing writing the replies
-        self.closing = False
+        self.closing = closing  # answer what has arrived, then close
+        self.evicted = False
 
 
 class Server:
@@ -82,13 +85,14 @@ class Server:
         self.stats = Stats(started=clock())
         self.ref = HandlerRef(Handler(config, clock(), self.stats))
         self._connections: set[Connection] = set()
-        self._room: anyio.Event | None = None  # set when a connection ends (room at the cap)
         self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
         self._stop_requested = False
         self.metrics_address: str | None = None  # http://HOST:PORT/metrics once serving
         # Event-loop objects: created in run(), inside the loop.
         self._accepting: anyio.CancelScope | None = None
         self._stop_event: anyio.Event | None = None
+        self._limiter: anyio.CapacityLimiter | None = None  # one token per open connection
+        self._tg: TaskGroup | None = None
 
     @property
     def config(self) -> Config:
@@ -114,13 +118,14 @@ class Server:
         """Serve until stopped; ``task_status.started`` reports the listening addresses."""
         self._accepting = anyio.CancelScope()
         self._stop_event = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(self.config.server.max_connections)
         if self._stop_requested:
             self._stop_event.set()
         listeners = [await SocketListener.from_socket(b.sock) for b in self._bound]
         try:
             async with anyio.create_task_group() as tg:
-                for listener in listeners:
-                    tg.start_soon(self._accept_loop, listener, tg)
+                self._tg = tg
+                tg.start_soon(self._accept_all, listeners)
                 tg.start_soon(self._sweep_idle)
                 if handle_signals:  # before announcing readiness: an early SIGHUP must reload
                     await tg.start(self._handle_signals)
@@ -171,6 +176,8 @@ class Server:
                 "[socket], server.user and [metrics] changes take effect at the next restart"
             )
         self.ref.handler = Handler(new, self._clock(), self.stats)
+        if self._limiter is not None:
+            self._limiter.total_tokens = new.server.max_connections
         self.stats.reloads_ok += 1
         for warning in new.warnings:
             log.warning("%s", warning)
@@ -218,47 +225,66 @@ class Server:
             self.stats.forget_dates_before(self.ref.handler.oldest_valid_date(self._clock()))
             log.info("summary %s", self.stats.summary())
 
-    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+    async def _accept_all(self, listeners: list[SocketListener]) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()
         with self._accepting:
-            while True:
-                while len(self._connections) >= self.config.server.max_connections:
-                    self._room = anyio.Event()
-                    await self._room.wait()
-                try:
-                    stream = await listener.accept()
-                except anyio.ClosedResourceError:
-                    return  # shutting down: the listener was closed under us
-                except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                    log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
-                    await anyio.sleep(0.1)
-                    continue
-                connection = Connection(self._monotonic())
-                self._connections.add(connection)
-                tg.start_soon(self._serve_connection, stream, connection)
+            async with anyio.create_task_group() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(self._accept_loop, listener)
 
-    async def _serve_connection(self, stream: SocketStream, connection: Connection) -> None:
+    async def _accept_loop(self, listener: SocketListener) -> None:
+        limiter = self._limiter
+        assert limiter is not None  # noqa: S101 - created in run()
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.ClosedResourceError:
+                return  # shutting down: the listener was closed under us
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
+                await anyio.sleep(0.1)
+                continue
+            # The token is taken after accept(): a loop waiting in accept() must not hold
+            # capacity that another listener's clients need. At the cap, this accepted
+            # client waits unserved (and this loop accepts nothing more) until a token frees.
+            token = object()
+            if limiter.available_tokens < 1:
+                self._evict_idlest()
+            try:
+                await limiter.acquire_on_behalf_of(token)
+            except anyio.get_cancelled_exc_class():
+                self._spawn(stream, None, closing=True)  # stopping: answer what it sent
+                raise
+            self._spawn(stream, token)
+
+    def _spawn(self, stream: SocketStream, token: object | None, *, closing: bool = False) -> None:
+        assert self._tg is not None  # noqa: S101 - created in run()
+        connection = Connection(self._monotonic(), closing=closing)
+        self._connections.add(connection)
+        self._tg.start_soon(self._serve_connection, stream, connection, token)
+
+    def _evict_idlest(self) -> None:
+        """At the cap: close the connection idle longest, if idle long enough to be harmless."""
+        idle = [c for c in self._connections if not c.busy and not c.evicted]
+        if not idle:
+            return
+        idlest = min(idle, key=lambda c: c.last_active)
+        if self._monotonic() - idlest.last_active >= EVICT_IDLE_AFTER:
+            idlest.evicted = True
+            idlest.scope.cancel()
+            self.stats.connections_evicted += 1
+            log.info("at max_connections: closed the connection idle longest to make room")
+
+    async def _serve_connection(
+        self, stream: SocketStream, connection: Connection, token: object | None
+    ) -> None:
         stats = self.stats
         stats.connections_total += 1
         stats.connections_open += 1
-        session = Session(self.ref)
-        clock, monotonic = self._clock, self._monotonic
         try:
             with connection.scope:
-                while not connection.closing:
-                    connection.busy = False
-                    try:
-                        data = await stream.receive(RECEIVE_SIZE)
-                    except anyio.EndOfStream:
-                        data = b""
-                    connection.busy = True
-                    replies, close = session.receive(data, clock())
-                    if replies:
-                        await stream.send(replies)
-                        connection.last_active = monotonic()
-                    if close:
-                        break
-            if connection.scope.cancelled_caught and not connection.closing:
+                await self._converse(stream, connection)
+            if connection.scope.cancelled_caught and not (connection.closing or connection.evicted):
                 stats.connections_idle_closed += 1
                 log.debug("closed a connection that made no progress for the idle timeout")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
@@ -269,12 +295,33 @@ class Server:
         finally:
             self._connections.discard(connection)
             stats.connections_open -= 1
+            if token is not None and self._limiter is not None:
+                self._limiter.release_on_behalf_of(token)
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
-            if self._room is not None:
-                self._room.set()
             if self._drained is not None and not self._connections:
                 self._drained.set()
+
+    async def _converse(self, stream: SocketStream, connection: Connection) -> None:
+        """Read requests and write replies until the client or the protocol ends it."""
+        session = Session(self.ref)
+        clock, monotonic = self._clock, self._monotonic
+        while True:
+            connection.busy = False
+            try:
+                data = await stream.receive(RECEIVE_SIZE)
+            except anyio.EndOfStream:
+                data = b""
+            connection.busy = True
+            session.feed(data)
+            next_step = Next.WRITE_MORE
+            while next_step is Next.WRITE_MORE:
+                replies, next_step = session.answer(clock())
+                if replies:
+                    await stream.send(replies)
+                    connection.last_active = monotonic()
+            if next_step is Next.CLOSE or connection.closing:
+                return
 
     async def _sweep_idle(self) -> None:
         """Close connections that made no progress for ``idle_timeout`` seconds."""
@@ -285,6 +332,9 @@ class Server:
             for connection in list(self._connections):
                 if connection.last_active < deadline:
                     connection.scope.cancel()
+            limiter = self._limiter
+            if limiter is not None and limiter.statistics().tasks_waiting:
+                self._evict_idlest()  # someone waits at the cap: make room if we can
 
     async def _handle_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -300,12 +350,7 @@ class Server:
                     self.stop()
 
     async def _shut_down(self, listeners: list[SocketListener]) -> None:
-        assert self._accepting is not None  # noqa: S101 - created in run()
-        self._accepting.cancel()
-        for listener in listeners:
-            await listener.aclose()
-        for bound in self._bound:
-            bound.close()  # remove the socket now: new clients fail fast and retry later
+        await self._stop_listening(listeners)
         for connection in self._connections:
             connection.closing = True
         # Requests that reached us before the stop are read and answered; then idle
@@ -320,3 +365,18 @@ class Server:
                 await self._drained.wait()
         for connection in list(self._connections):
             connection.scope.cancel()
+
+    async def _stop_listening(self, listeners: list[SocketListener]) -> None:
+        assert self._accepting is not None  # noqa: S101 - created in run()
+        self._accepting.cancel()
+        for bound in self._bound:
+            bound.unlink()  # first: new clients now fail fast (and Postfix retries later)
+        # Clients already in the listen backlog have connected and may have sent a request:
+        # accept them too, answer what they sent, then close.
+        for bound in self._bound:
+            for sock in bound.accept_pending():
+                self._spawn(await SocketStream.from_socket(sock), None, closing=True)
+        for listener in listeners:
+            await listener.aclose()
+        for bound in self._bound:
+            bound.close()

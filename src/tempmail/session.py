@@ -12,6 +12,7 @@ The protocol policy lives here, apart from sockets and event loops:
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -37,6 +38,16 @@ log = logging.getLogger(__name__)
 
 #: Longest key shown in a log line; the rest is elided.
 _LOGGED_KEY_LENGTH: Final = 200
+#: Reply bytes produced per batch: what one connection may make the server hold at most.
+REPLY_BUDGET: Final = 65536
+
+
+class Next(enum.Enum):
+    """What a connection does after sending a batch of replies."""
+
+    READ = "read"  # every buffered request is answered: receive more
+    WRITE_MORE = "write more"  # the reply budget was reached: send, then answer more
+    CLOSE = "close"  # end of stream or a protocol error
 
 
 class Handler:
@@ -107,7 +118,13 @@ class HandlerRef:
 
 
 class Session:
-    """The protocol state of one connection."""
+    """The protocol state of one connection.
+
+    ``feed()`` buffers received bytes; ``answer()`` decodes buffered requests and returns
+    their replies, at most about ``REPLY_BUDGET`` bytes at a time, so that a client that sends
+    many small requests and never reads cannot make the server hold more than that: the server
+    writes each batch (waiting for the client to read) before asking for the next.
+    """
 
     __slots__ = ("_decoder", "_ref")
 
@@ -118,37 +135,58 @@ class Session:
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete request held for this connection."""
+        """Bytes of requests not answered yet held for this connection."""
         return self._decoder.buffered
 
-    def receive(self, data: bytes, now: float) -> tuple[bytes, bool]:
-        """Feed received bytes (``b""`` at end of stream); return (replies, close)."""
+    def feed(self, data: bytes) -> None:
+        """Buffer received bytes; ``b""`` marks the end of the stream."""
+        self._decoder.feed(data)
+
+    def answer(self, now: float) -> tuple[bytes, Next]:
+        """Replies to buffered requests, and what the connection should do next."""
         decoder = self._decoder
-        decoder.feed(data)
         handler = self._ref.handler
         replies: list[bytes] = []
+        size = 0
         try:
-            while True:
+            while size < REPLY_BUDGET:
                 event = decoder.next_event()
                 if type(event) is bytes:
-                    replies.append(handler.answer(event, now).wire)
+                    reply = handler.answer(event, now).wire
                 elif event is NEED_DATA:
-                    return b"".join(replies), False
+                    return b"".join(replies), Next.READ
                 elif event is END:
-                    return b"".join(replies), True
+                    return b"".join(replies), Next.CLOSE
                 else:
                     assert isinstance(event, Oversized)  # noqa: S101 - exhaustive
                     handler.stats.oversized_queries += 1
                     handler.stats.lookups_notfound += 1
-                    replies.append(NOTFOUND.wire)
+                    reply = NOTFOUND.wire
+                replies.append(reply)
+                size += len(reply)
         except Truncated:
             log.info("client closed the connection in the middle of a request")
-            return b"".join(replies), True
+            return b"".join(replies), Next.CLOSE
         except NetstringError as exc:
             handler.stats.protocol_errors += 1
             log.warning("closing a connection after a protocol error: %s", exc)
             replies.append(socketmap.perm(f"malformed netstring: {exc}").wire)
-            return b"".join(replies), True
+            return b"".join(replies), Next.CLOSE
+        return b"".join(replies), Next.WRITE_MORE
+
+    def receive(self, data: bytes, now: float) -> tuple[bytes, bool]:
+        """Feed ``data`` and answer everything buffered: (replies, close).
+
+        For tests and tools; the server uses :meth:`feed` and :meth:`answer` to bound what it
+        holds.
+        """
+        self.feed(data)
+        chunks = []
+        while True:
+            replies, next_step = self.answer(now)
+            chunks.append(replies)
+            if next_step is not Next.WRITE_MORE:
+                return b"".join(chunks), next_step is Next.CLOSE
 
 
 def _printable(raw: bytes) -> str:

@@ -22,6 +22,7 @@ class Stats:
     connections_total: int = 0
     connections_open: int = 0
     connections_idle_closed: int = 0
+    connections_evicted: int = 0  # idle connections closed to make room at max_connections
     reloads_ok: int = 0
     reloads_failed: int = 0
     addresses_valid: int = 0
@@ -53,5 +54,6 @@ class Stats:
             f"perm={self.lookups_perm} tagged={self.lookups_tagged} "
             f"oversized={self.oversized_queries} protocol_errors={self.protocol_errors} "
             f"connections_open={self.connections_open} connections_total={self.connections_total} "
+            f"evicted={self.connections_evicted} "
             f"reloads={self.reloads_ok} reload_failures={self.reloads_failed}"
         )
