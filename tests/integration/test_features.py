@@ -1,0 +1,302 @@
+"""Issue 6 through real Postfix: tagged addresses, key rotation, several identities."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import docker
+import pytest
+
+from .conftest import Images
+from .fault_tools import (
+    ExtraSecretsStack,
+    address_of,
+    reload_and_wait,
+    send_like_an_mta,
+    sendmail_in,
+    subject_counts,
+    wait_past_utc_midnight,
+    write_private_config,
+    write_secret,
+)
+from .stack import (
+    MAILDIR,
+    RECIPIENT,
+    SECRET_DIR,
+    Stack,
+    base_config,
+    base_identity,
+    maildir_messages,
+    unique_subject,
+    wait_until,
+)
+
+pytestmark = pytest.mark.containers
+
+
+@pytest.fixture(autouse=True)
+def _not_at_midnight() -> None:
+    """The tests compare addresses computed here and in the sidecar: not across midnight."""
+    wait_past_utc_midnight(margin=60)
+
+
+def today(stack: Stack, tag: str | None = None, name: str = "default") -> str:
+    return address_of(stack.config["identities"][name], stack.secret, tag=tag)
+
+
+def sidecar_addresses(stack: Stack, *args: str) -> list[str]:
+    """What ``tempmail address ARGS`` prints inside the sidecar (today's first)."""
+    code, output = stack.sidecar_exec(["tempmail", "address", *args])
+    assert code == 0, output
+    return [line for line in output.splitlines() if "@" in line and " " not in line]
+
+
+def deliver(stack: Stack, address: str, label: str, maildir: str = MAILDIR) -> EmailMessage:
+    """RCPT 250, then the message arrives in ``maildir``; returns it."""
+    result = stack.rcpt(address)
+    assert result.code == 250, (address, result)
+    subject = unique_subject(label)
+    stack.send(address, subject)
+    container = stack._postfix().get_wrapped_container()
+    return wait_until(
+        lambda: next(
+            (m for m in maildir_messages(container, maildir) if m["Subject"] == subject), None
+        ),
+        what=f"{subject!r} in {maildir}",
+    )
+
+
+def with_identity(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of a config with keys of the default identity changed (None removes a key)."""
+    new = copy.deepcopy(data)
+    table = new["identities"]["default"]
+    for key, value in changes.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    return new
+
+
+# --- tagged addresses -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tag_stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(base_config(scheme="hmac", tags=True))
+
+
+def test_tagged_address_is_delivered_with_the_tag_as_extension(tag_stack: Stack) -> None:
+    address = sidecar_addresses(tag_stack, "--tag", "shop")[0]
+    assert address == today(tag_stack, tag="shop")
+    assert address.startswith("shop.")
+    message = deliver(tag_stack, address, "tag-shop")
+    # local(8) delivers user+shop to user's Maildir and writes the extension in Delivered-To.
+    print(f"\ntagged: {address} -> Delivered-To: {message['Delivered-To']}")
+    assert message["Delivered-To"] == "user+shop@localhost"
+    assert message["X-Original-To"] == address
+    assert f"orig_to=<{address}>" in tag_stack.postfix_logs()
+
+
+@pytest.mark.parametrize(
+    "make_address",
+    [
+        # (a is the local part shop.CODE)
+        pytest.param(lambda a: a[:-2] + ("00" if a[-2:] != "00" else "11"), id="wrong-code"),
+        pytest.param(lambda a: "news." + a.removeprefix("shop."), id="code-of-another-tag"),
+        pytest.param(lambda a: a.replace("shop.", "", 1), id="tagged-code-without-tag"),
+    ],
+)
+def test_tagged_address_with_a_wrong_code_is_refused(
+    tag_stack: Stack, make_address: Callable[[str], str]
+) -> None:
+    local, domain = today(tag_stack, tag="shop").split("@")
+    bad = make_address(local) + "@" + domain
+    result = tag_stack.rcpt(bad)
+    assert result.code == 550, (bad, result)
+    assert "User unknown in virtual alias table" in result.text
+
+
+def test_revoked_tag_is_refused_after_a_reload(tag_stack: Stack) -> None:
+    shop, news = today(tag_stack, tag="shop"), today(tag_stack, tag="news")
+    untagged = today(tag_stack)
+    original = copy.deepcopy(tag_stack.config)
+    assert tag_stack.rcpt(shop).code == 250
+    tag_stack.write_config(with_identity(original, revoked_tags=["shop"]))
+    reload_and_wait(tag_stack)
+    try:
+        result = tag_stack.rcpt(shop)
+        assert result.code == 550, result
+        assert "User unknown in virtual alias table" in result.text
+        # Only that tag: other tags and untagged addresses still arrive.
+        assert deliver(tag_stack, news, "tag-news")["Delivered-To"] == "user+news@localhost"
+        assert deliver(tag_stack, untagged, "untagged")["Delivered-To"] == RECIPIENT
+    finally:
+        tag_stack.write_config(original)
+        reload_and_wait(tag_stack)
+    assert tag_stack.rcpt(shop).code == 250  # un-revoked
+
+
+# --- key rotation ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rotation_stack(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
+    stack = make_stack(base_config(scheme="hmac"))
+    yield stack
+    stack.close()  # now rather than at the end of the module (closing twice is harmless)
+
+
+def rotate_to(stack: Stack, new: str, old: str, how: str) -> dict[str, Any]:
+    """A config generating with ``new`` and still accepting ``old`` (both secrets' text)."""
+    if how == "previous_secrets":  # inline, in a config file only uid 10001 may read
+        return with_identity(stack.config, secret_file=None, secret=new, previous_secrets=[old])
+    return with_identity(
+        stack.config,
+        secret_file=write_secret(stack, "secret-b", new),
+        previous_secret_files=[f"{SECRET_DIR}/secret"],
+    )
+
+
+def apply(stack: Stack, data: dict[str, Any], how: str) -> None:
+    if how == "previous_secrets":
+        write_private_config(stack, data)
+    else:
+        stack.write_config(data)
+    reload_and_wait(stack)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["previous_secrets", "previous_secret_files"])
+def test_key_rotation_loses_no_mail(rotation_stack: Stack, how: str) -> None:
+    stack = rotation_stack
+    table = stack.config["identities"]["default"]
+    secret_a, secret_b = stack.secret, secrets.token_urlsafe(32)
+    address_a, address_b = address_of(table, secret_a), address_of(table, secret_b)
+    assert sidecar_addresses(stack)[0] == address_a
+    deliver(stack, address_a, "rotation-a-before")
+    assert stack.rcpt(address_b).code == 550
+
+    # Mail for A's address keeps coming in (SMTP and sendmail) before, while and after the
+    # key changes.
+    during: list[str] = []
+    errors: list[BaseException] = []
+    rotated = threading.Event()
+
+    def traffic() -> None:
+        try:
+            with contextlib.closing(docker.from_env()) as client:  # not the main thread's
+                postfix = client.containers.get(f"{stack.name}-postfix")
+                i = after = 0
+                while after < 4:
+                    after += rotated.is_set()
+                    subject = unique_subject(f"rotation-during-{i}")
+                    if i % 2:
+                        sendmail_in(postfix, address_a, subject)
+                    else:
+                        send_like_an_mta(stack, address_a, subject)
+                    during.append(subject)
+                    i += 1
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    sender = threading.Thread(target=traffic, name="rotation-traffic", daemon=True)
+    sender.start()
+    wait_until(lambda: len(during) >= 2 or errors, what="traffic before the rotation")
+    apply(stack, rotate_to(stack, secret_b, secret_a, how), how)
+    rotated.set()
+    sender.join(timeout=60)
+    assert not errors, errors
+
+    # Both keys now: B generates, A is still accepted.
+    assert sidecar_addresses(stack)[0] == address_b
+    assert sidecar_addresses(stack) == [
+        address_of(table, secret_b, days_ago=d) for d in range(table["window"])
+    ]
+    deliver(stack, address_a, "rotation-a-after")
+    deliver(stack, address_b, "rotation-b-after")
+
+    # After the window: A is dropped.
+    dropped = with_identity(stack.config, previous_secrets=None, previous_secret_files=None)
+    apply(stack, dropped, how)
+    assert stack.rcpt(address_a).code == 550
+    deliver(stack, address_b, "rotation-b-only")
+
+    stack.flush()
+    wait_until(
+        lambda: all(subject_counts(stack.messages())[s] for s in during),
+        what="the mail sent during the rotation",
+    )
+    counts = subject_counts(stack.messages())
+    print(f"\nkey rotation ({how}): {len(during)} messages to A's address during the switch")
+    assert [s for s in during if counts[s] != 1] == []
+    assert "status=bounced" not in stack.postfix_logs()
+
+
+# --- several identities ---------------------------------------------------------------------
+
+ROOT_MAILDIR = "/root/Maildir"
+
+
+@pytest.fixture(scope="module")
+def two_identities(docker_images: Images) -> Iterator[ExtraSecretsStack]:
+    """Alice (md5, example.test -> user@localhost) and Bob (hmac, example.org -> root@localhost)."""
+    config = base_config()
+    config["identities"]["bob"] = base_identity(
+        domain="example.org",
+        recipient="root@localhost",
+        secret_file=f"{SECRET_DIR}/secret-bob",
+        scheme="hmac",
+    )
+    stack = ExtraSecretsStack(
+        docker_images.client,
+        docker_images.sidecar,
+        docker_images.postfix,
+        config,
+        domains="example.test example.org",
+        extra_secrets={"secret-bob": secrets.token_urlsafe(32)},
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.close()
+
+
+def bob(stack: ExtraSecretsStack) -> str:
+    table = stack.config["identities"]["bob"]
+    return address_of(table, stack.extra_secrets["secret-bob"])
+
+
+def test_each_identity_is_delivered_to_its_own_recipient(two_identities: ExtraSecretsStack) -> None:
+    stack = two_identities
+    alice_address, bob_address = today(stack), bob(stack)
+    assert sidecar_addresses(stack, "--identity", "bob")[0] == bob_address
+    alice_mail = deliver(stack, alice_address, "identity-alice", MAILDIR)
+    bob_mail = deliver(stack, bob_address, "identity-bob", ROOT_MAILDIR)
+    assert alice_mail["Delivered-To"] == RECIPIENT
+    assert bob_mail["Delivered-To"] == "root@localhost"
+    assert bob_mail["X-Original-To"] == bob_address
+    # Neither lands in the other's Maildir.
+    postfix = stack._postfix().get_wrapped_container()
+    assert bob_mail["Subject"] not in subject_counts(maildir_messages(postfix, MAILDIR))
+    assert alice_mail["Subject"] not in subject_counts(maildir_messages(postfix, ROOT_MAILDIR))
+    code, output = stack.sidecar_exec(["tempmail", "query", "--self-test"])
+    assert (code, output.strip()) == (0, "self-test passed: 2 identities OK")
+
+
+def test_an_identity_code_is_not_valid_at_the_other_identity_domain(
+    two_identities: ExtraSecretsStack,
+) -> None:
+    stack = two_identities
+    alice_code = today(stack).split("@")[0]
+    bob_code = bob(stack).split("@")[0]
+    for address in (f"{alice_code}@example.org", f"{bob_code}@example.test"):
+        result = stack.rcpt(address)
+        assert result.code == 550, (address, result)
