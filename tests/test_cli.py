@@ -176,6 +176,23 @@ def test_query_exit_codes(start_server: StartServer, capsys: pytest.CaptureFixtu
     assert err.startswith("tempmail: PERM unknown map name 'other'")
 
 
+def test_ping_needs_only_an_answer(
+    start_server: StartServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ping is a liveness probe: any lookup answer will do, and no config is read."""
+    running = start_server()
+    argv = ["-c", str(tmp_path / "broken.toml"), "query", "--ping", "--socket", running.target]
+    assert run(capsys, *argv, "--map", "tempmail") == (0, "alive\n", "")
+    status, _, err = run(capsys, *argv, "--map", "wrong")
+    assert status == cli.EX_DATAERR
+    assert err.startswith("tempmail: PERM unknown map name 'wrong'")
+    assert (
+        run(capsys, "query", "--ping", "--socket", f"unix:{tmp_path}/none", "--map", "m")[0]
+        == cli.EX_UNAVAILABLE
+    )
+    assert run(capsys, "query", "--ping", "a@b.c")[0] == cli.EX_USAGE
+
+
 def test_query_uses_the_config_for_socket_and_map(
     start_server: StartServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

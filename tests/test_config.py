@@ -476,3 +476,16 @@ def test_recipient_delimiter_must_be_ascii(tmp_path: Path) -> None:
     assert problems(tmp_path, data) == [
         "server.recipient_delimiter: ASCII characters only, and no '@', spaces or control characters"
     ]
+
+
+def test_unix_socket_path_length_is_checked(tmp_path: Path) -> None:
+    long_path = "/run/" + "x" * 103  # 108 bytes: one more than sun_path can hold with its NUL
+    data = {**config_data(), "socket": {"path": long_path}}
+    assert problems(tmp_path, data) == [
+        (
+            f"socket.path: {long_path} is 108 bytes long; unix socket paths are limited to 107 "
+            "bytes (too long for the kernel)"
+        )
+    ]
+    data["socket"]["path"] = long_path[:-1]
+    assert load_data(tmp_path, data, environ={}).socket.path == Path(long_path[:-1])

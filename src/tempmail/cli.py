@@ -40,6 +40,8 @@ EX_PROTOCOL: Final = 76
 EX_CONFIG: Final = 78
 
 PROG: Final = "tempmail"
+#: What --ping looks up: never a valid address (.invalid is reserved, RFC 2606).
+PING_KEY: Final = "tempmail-ping@ping.invalid"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
             "Ask a running server about KEY, as Postfix does. Exit status: 0 OK (the result is "
             "printed), 1 NOTFOUND, 75 TEMP or TIMEOUT, 65 PERM, 69 cannot connect, 76 bad reply. "
             "With --self-test, look up today's address of every identity and exit 0 only if "
-            "each maps to its recipient (a readiness probe)."
+            "each maps to its recipient (a readiness probe). With --ping, exit 0 if the server "
+            "answers a lookup at all (a liveness probe)."
         ),
     )
     query.add_argument("key", nargs="?", help="the address to look up")
@@ -121,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
     query.add_argument(
         "--self-test", action="store_true", help="check today's address of every identity"
+    )
+    query.add_argument(
+        "--ping",
+        action="store_true",
+        help="exit 0 if the server answers at all (a liveness probe; with --socket and --map "
+        "it does not read the config)",
     )
     query.set_defaults(func=_query)
 
@@ -242,12 +251,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from tempmail import generate  # noqa: PLC0415
 
-    if (args.key is None) == (not args.self_test):
-        _error("give a KEY, or --self-test")
+    if sum((args.key is not None, args.self_test, args.ping)) != 1:
+        _error("give a KEY, --self-test or --ping")
         return EX_USAGE
     config = _load(args) if args.self_test or not (args.socket and args.map) else None
     target = args.socket or (config.socket.describe() if config else "")
     map_name = args.map or (config.server.map_name if config else "")
+    if args.ping:
+        return _ask(target, args.timeout, lambda c: _pong(c.query(map_name, PING_KEY)))
     if not args.self_test:
         return _ask(target, args.timeout, lambda c: _report(c.query(map_name, args.key)))
     assert config is not None  # noqa: S101 - loaded above for --self-test
@@ -286,6 +297,16 @@ def _self_test(connection: Client, map_name: str, checks: list[tuple[str, str]])
             return EX_UNAVAILABLE
     print(f"self-test passed: {len(checks)} identit{'y' if len(checks) == 1 else 'ies'} OK")
     return EX_OK
+
+
+def _pong(reply: Reply) -> int:
+    """Alive: the server answered a lookup (any answer but a failure)."""
+    from tempmail.socketmap import Status  # noqa: PLC0415
+
+    if reply.status in (Status.OK, Status.NOTFOUND):
+        print("alive")
+        return EX_OK
+    return _report(reply)
 
 
 def _report(reply: Reply) -> int:

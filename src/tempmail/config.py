@@ -37,6 +37,8 @@ SECRET_ENV: Final = "TEMPMAIL_SECRET"  # noqa: S105 - the variable's name, not a
 WEAK_SECRET_BYTES: Final = 16
 #: Below this many hex digits a code can be guessed by sending mail.
 WEAK_CODE_LENGTH: Final = 6
+#: sun_path holds 108 bytes including the terminating NUL (unix(7)).
+MAX_UNIX_PATH: Final = 107
 #: The longest address SMTP allows in a path (RFC 5321 4.5.3.1.3, 256 octets with brackets).
 MAX_ADDRESS_LENGTH: Final = 254
 
@@ -244,6 +246,12 @@ def _socket(table: _Table) -> SocketSettings:
     default = SocketSettings()
     kind = table.choice("type", ["unix", "inet"], default.type)
     path = table.path("path") or default.path
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        table.problem(
+            "path",
+            f"{path} is {len(os.fsencode(path))} bytes long; unix socket paths are limited to "
+            f"{MAX_UNIX_PATH} bytes (too long for the kernel)",
+        )
     mode_text = table.get("mode", str, f"{default.mode:04o}")
     if not _MODE.fullmatch(mode_text):
         table.problem("mode", f'expected an octal mode like "0660", got {mode_text!r}')

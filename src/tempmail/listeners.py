@@ -8,7 +8,6 @@ the socket of a running server, and never chowns it; so we bind here and hand th
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import grp
 import logging
@@ -136,7 +135,7 @@ def bind_unix(settings: SocketSettings) -> Bound:
         sock.bind(str(path))
     except OSError as exc:
         sock.close()
-        raise ServerError(f"socket.path: cannot create {path}: {exc.strerror}") from None
+        raise ServerError(f"socket.path: cannot create {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
     try:
@@ -169,9 +168,13 @@ def _remove_stale(path: Path) -> None:
     try:
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
-        log.info("removing stale socket %s (no server accepts on it)", path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ServerError(
+                f"socket.path: cannot remove the stale socket {path}: {exc.strerror}"
+            ) from None
+        log.info("removed stale socket %s (no server accepted on it)", path)
         return
     except OSError as exc:
         raise ServerError(

@@ -531,12 +531,6 @@ def test_stale_socket_the_sidecar_may_not_connect_to_is_a_clear_error(stack: Sta
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a stale socket in a directory the server may not write to: "
-    "_remove_stale lets PermissionError from unlink() escape (traceback, exit 1)",
-)
 def test_stale_socket_the_sidecar_cannot_remove_is_a_clear_error(stack: Stack) -> None:
     directory = host_directory(0, 0o755)  # not writable by uid 10001: unlink() fails
     try:
@@ -557,12 +551,6 @@ def test_stale_socket_the_sidecar_cannot_remove_is_a_clear_error(stack: Stack) -
     assert "Permission denied" in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a socket path longer than sun_path (108 bytes) gives "
-    "'cannot create PATH: None' (OSError without strerror)",
-)
 def test_socket_path_too_long_is_a_clear_error(stack: Stack) -> None:
     path = f"/run/tempmail/{'x' * 120}"  # the directory exists; the name fits a file system
     code, output = run_sidecar_once(stack, socket_dir_config(stack, path))

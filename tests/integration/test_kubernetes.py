@@ -98,8 +98,18 @@ def test_tempmail_container_is_locked_down(pod_spec: dict[str, Any]) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert pod_spec["securityContext"]["fsGroup"] == 10001
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert sidecar[probe]["exec"]["command"] == ["tempmail", "query", "--self-test"]
+    # Liveness reads no config: a broken config on disk must not get a serving pod killed.
+    assert sidecar["livenessProbe"]["exec"]["command"] == [
+        "tempmail",
+        "query",
+        "--ping",
+        "--socket",
+        "unix:/run/tempmail/socket",
+        "--map",
+        "tempmail",
+    ]
     for each in pod_spec["containers"]:
         assert set(each["resources"]) == {"requests", "limits"}, each["name"]
         assert each["securityContext"]["allowPrivilegeEscalation"] is False
