@@ -1,0 +1,463 @@
+"""Run the tempmail server the way ``tempmail serve`` does, with one thing changed, to measure it.
+
+    python benchmarks/experiments/serve.py --config FILE [--loop uvloop] [--impl protocol]
+                                           [--midnight-at EPOCH]
+
+``--impl``:
+
+* ``anyio`` (default): exactly ``tempmail.service.run_server``: the same ``Server`` class over
+  anyio socket streams. With ``--loop asyncio`` this is ``tempmail serve``; with
+  ``--loop uvloop`` it is the same code on uvloop (anyio's ``use_uvloop`` backend option).
+* ``sockapi``: the same ``Server`` (accept loop, task per connection, idle sweeper, signals), but
+  each connection reads and writes with ``loop.sock_recv``/``loop.sock_sendall`` on the raw
+  socket instead of anyio's ``receive``/``send``: measures what anyio's stream layer costs.
+* ``hybrid``: the same ``Server`` (anyio accept loop with the connection cap, idle sweeper,
+  signals, reload, shutdown), but each accepted socket is served by an asyncio ``Protocol``
+  (``loop.connect_accepted_socket``) feeding the same ``Session``: a design the product could
+  adopt as is (asyncio backend only).
+* ``hybrid2``: ``hybrid`` whose accept loop waits for readability once and then accepts every
+  pending connection with plain ``socket.accept()`` (no anyio listener/stream per connection).
+* ``protocol``: a plain asyncio ``Protocol`` per connection feeding the same
+  ``tempmail.session.Session``; no idle timeout and no connection cap. The headroom: what the
+  same protocol code can do with the cheapest asyncio I/O path.
+* ``bufproto``: the same with ``asyncio.BufferedProtocol``: the transport reads into one
+  preallocated buffer per connection (``recv_into``) instead of ``recv(256 KiB)``, which on
+  CPython 3.11's selector loop costs an mmap/mremap/munmap per read.
+
+``--midnight-at EPOCH`` shifts the server's wall clock so that a local midnight of the first
+identity falls at the real instant EPOCH: a day rollover under load, on demand, through the
+``clock`` parameter that ``Server`` already has. Throwaway experiment code: not a product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import functools
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+from anyio.abc import SocketAttribute, SocketListener
+
+from tempmail import config as config_module
+from tempmail import listeners, logs
+from tempmail.privileges import drop_privileges
+from tempmail.server import RECEIVE_SIZE, Connection, Server
+from tempmail.session import Handler, HandlerRef, Session
+from tempmail.stats import Stats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import SocketStream
+
+    from tempmail.config import Config
+    from tempmail.listeners import Bound
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    logs.configure("info")
+    config = config_module.load(args.config)
+    logs.configure(config.server.log_level)
+    clock = _clock(config, args.midnight_at)
+    bound = [listeners.bind(config.socket)]
+    loader = functools.partial(config_module.load, config.path, os.environ)
+    try:
+        if args.impl in ("protocol", "bufproto"):
+            drop_privileges(config.server.user)
+            protocol = SocketmapProtocol if args.impl == "protocol" else BufferedSocketmapProtocol
+            _run_protocol(config, bound, clock, loader, protocol, uvloop=args.loop == "uvloop")
+        else:
+            # As tempmail.service.run_server (minus systemd notification, unused here).
+            cls = {
+                "anyio": Server,
+                "sockapi": SockApiServer,
+                "hybrid": HybridServer,
+                "hybrid2": BatchAcceptServer,
+            }[args.impl]
+
+            async def serve() -> None:
+                drop_privileges(config.server.user)
+                server = cls(config, bound, loader=loader, clock=clock)
+                if not args.lag_monitor:
+                    await server.run()
+                    return
+                lags: list[float] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_watch_loop, lags)
+                    await server.run()
+                    tg.cancel_scope.cancel()
+                _report_lags(lags)
+
+            options = {"use_uvloop": True} if args.loop == "uvloop" else {}
+            anyio.run(serve, backend="asyncio", backend_options=options)
+    finally:
+        for b in bound:
+            b.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument(
+        "--impl",
+        choices=["anyio", "sockapi", "hybrid", "hybrid2", "protocol", "bufproto"],
+        default="anyio",
+    )
+    parser.add_argument(
+        "--midnight-at", type=float, metavar="EPOCH", help="shift the clock: midnight then"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="S",
+        help="sys.setswitchinterval(S) (CPython's GIL hand-over interval, default 0.005)",
+    )
+    parser.add_argument(
+        "--lag-monitor",
+        action="store_true",
+        help="anyio impls: time a 1 ms sleep in a loop; print how late it woke, at exit",
+    )
+    return parser
+
+
+def _clock(config: Config, midnight_at: float | None) -> Callable[[], float]:
+    """time.time, or time.time shifted so that a local midnight happens at ``midnight_at``."""
+    if midnight_at is None:
+        return time.time
+    zone = config.identities[0].timezone
+    tomorrow = dt.datetime.fromtimestamp(midnight_at, zone).date() + dt.timedelta(days=1)
+    midnight = dt.datetime.combine(tomorrow, dt.time(0), tzinfo=zone).timestamp()
+    offset = midnight - midnight_at
+    print(f"serve.py: clock shifted by {offset:.3f} s", file=sys.stderr)
+    return lambda: time.time() + offset
+
+
+# --- loop lag monitor -----------------------------------------------------------------------
+
+#: The monitor's sleep: short, so that any stall of the loop shows up almost in full.
+_TICK = 0.001
+
+
+async def _watch_loop(lags: list[float]) -> None:
+    """Sleep 1 ms, again and again, recording how much later than asked each wake-up was.
+
+    A stall of the event loop (a long callback, the GIL held by another thread) delays the
+    wake-up by about its length: the in-process view of "a lookup had to wait", free of the
+    client's own scheduling noise.
+    """
+    while True:
+        start = time.perf_counter()
+        await anyio.sleep(_TICK)
+        lags.append(time.perf_counter() - start - _TICK)
+
+
+def _report_lags(lags: list[float]) -> None:
+    ordered = sorted(lags)
+    summary = {
+        "samples": len(ordered),
+        "max_ms": round(ordered[-1] * 1000, 2) if ordered else None,
+        "p999_ms": round(ordered[int(0.999 * (len(ordered) - 1))] * 1000, 2) if ordered else None,
+        "over_5ms": len([x for x in ordered if x > 0.005]),
+        "over_10ms": len([x for x in ordered if x > 0.010]),
+    }
+    print(f"serve.py: loop lag {json.dumps(summary)}", file=sys.stderr)
+
+
+# --- sockapi: anyio's Server with asyncio's socket methods ----------------------------------
+#
+# SockApiServer, HybridServer and BatchAcceptServer override private hooks of
+# tempmail.server.Server (_converse, _spawn, _accept_loop, as of the commit that added
+# this file); if server.py is restructured they need the same change. The other
+# implementations (anyio, uvloop, protocol, bufproto) use only public API.
+
+
+class SockApiServer(Server):
+    """``Server`` whose connections use ``loop.sock_recv``/``sock_sendall`` (no anyio stream)."""
+
+    async def _converse(self, stream: SocketStream, connection: Connection) -> None:
+        # Server._converse with the two I/O calls replaced.
+        session = Session(self.ref)
+        clock, monotonic = self._clock, self._monotonic
+        sock: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio
+        loop = asyncio.get_running_loop()
+        while True:
+            connection.busy = False
+            data = await loop.sock_recv(sock, RECEIVE_SIZE)
+            connection.busy = True
+            replies, close = session.receive(data, clock())
+            if replies:
+                await loop.sock_sendall(sock, replies)
+                connection.last_active = monotonic()
+            if close or connection.closing:
+                return
+
+
+# --- hybrid: anyio's Server, connections served by an asyncio Protocol ---------------------
+
+
+class _TransportCloser:
+    """Stands in for ``Connection.scope``: the sweeper's and the shutdown's ``cancel()`` close."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+
+    def cancel(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HybridServer(Server):
+    """``Server`` (anyio accept loop, cap, sweeper, signals, reload) with Protocol connections.
+
+    Each accepted socket goes to ``loop.connect_accepted_socket`` instead of a task: no anyio
+    stream reads, and the reader stays registered for the connection's whole life.
+    """
+
+    def _spawn(self, stream: SocketStream, token: object | None, *, closing: bool = False) -> None:
+        raw: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio
+        self._hand_over(raw, token, closing=closing)
+
+    def _hand_over(self, raw: socket.socket, token: object | None, *, closing: bool) -> None:
+        loop = asyncio.get_running_loop()
+        connection = Connection(self._monotonic(), closing=closing)
+        closer = _TransportCloser()
+        # Duck-typed: the sweeper, the eviction and the shutdown only call scope.cancel().
+        connection.scope = closer  # type: ignore[assignment]
+        self._connections.add(connection)
+        factory = functools.partial(HybridProtocol, self, connection, closer, token)
+        task = loop.create_task(loop.connect_accepted_socket(factory, sock=raw))
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock the server answers by."""
+        return self._clock
+
+    @property
+    def monotonic(self) -> Callable[[], float]:
+        """The clock of the idle timeout."""
+        return self._monotonic
+
+    def connection_done(self, connection: Connection, token: object | None) -> None:
+        """A connection ended: the bookkeeping of Server._serve_connection's finally."""
+        self._connections.discard(connection)
+        self.stats.connections_open -= 1
+        if token is not None and self._limiter is not None:
+            self._limiter.release_on_behalf_of(token)
+        if self._drained is not None and not self._connections:
+            self._drained.set()
+
+
+#: connect_accepted_socket tasks in flight (asyncio keeps only weak references to tasks).
+_PENDING: set[asyncio.Task[Any]] = set()
+
+
+class BatchAcceptServer(HybridServer):
+    """``HybridServer`` accepting every pending connection per wake-up, without anyio streams.
+
+    anyio's ``listener.accept()`` costs a checkpoint, a reader registration when it would
+    block and a stream object per connection; here one readiness wait serves a whole batch.
+    """
+
+    async def _accept_loop(self, listener: SocketListener) -> None:
+        limiter = self._limiter
+        assert limiter is not None  # noqa: S101 - created in run()
+        listening: socket.socket = listener.extra(SocketAttribute.raw_socket)  # noqa: S610
+        while True:
+            await anyio.wait_readable(listening)
+            while True:
+                try:
+                    raw, _ = listening.accept()
+                except BlockingIOError:
+                    break
+                except OSError:
+                    await anyio.sleep(0.1)
+                    break
+                raw.setblocking(False)  # noqa: FBT003 - socket API
+                token = object()
+                await limiter.acquire_on_behalf_of(token)  # the cap, as Server does
+                self._hand_over(raw, token, closing=False)
+
+
+class HybridProtocol(asyncio.Protocol):
+    """One connection of a :class:`HybridServer`."""
+
+    def __init__(
+        self,
+        server: HybridServer,
+        connection: Connection,
+        closer: _TransportCloser,
+        token: object | None,
+    ) -> None:
+        self._server = server
+        self._connection = connection
+        self._closer = closer
+        self._token = token
+        self._session = Session(server.ref)
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)
+        self._closer.transport = transport
+        self._server.stats.connections_total += 1
+        self._server.stats.connections_open += 1
+
+    def data_received(self, data: bytes) -> None:
+        server, transport = self._server, self._transport
+        assert transport is not None  # noqa: S101 - set in connection_made
+        replies, close = self._session.receive(data, server.clock())
+        if replies:
+            transport.write(replies)
+            self._connection.last_active = server.monotonic()
+        if close or self._connection.closing:
+            transport.close()
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return False
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        del exc
+        self._server.connection_done(self._connection, self._token)
+
+
+# --- protocol: asyncio Protocol over the same Session ---------------------------------------
+
+
+class SocketmapProtocol(asyncio.Protocol):
+    """One connection: bytes in, ``Session.receive``, replies out; no task, no coroutine."""
+
+    def __init__(self, ref: HandlerRef, clock: Callable[[], float]) -> None:
+        self._session = Session(ref)
+        self._clock = clock
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        replies, close = self._session.receive(data, self._clock())
+        transport = self._transport
+        assert transport is not None  # noqa: S101 - set in connection_made
+        if replies:
+            transport.write(replies)
+        if close:
+            transport.close()
+
+    def eof_received(self) -> bool | None:
+        replies, _ = self._session.receive(b"", self._clock())
+        if replies and self._transport is not None:
+            self._transport.write(replies)
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its requests (bounded memory).
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+
+class BufferedSocketmapProtocol(SocketmapProtocol, asyncio.BufferedProtocol):
+    """``SocketmapProtocol`` reading into one reusable buffer (no allocation per read)."""
+
+    def __init__(self, ref: HandlerRef, clock: Callable[[], float]) -> None:
+        super().__init__(ref, clock)
+        self._buffer = bytearray(65536)
+        self._view = memoryview(self._buffer)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        del sizehint
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._view[:nbytes]))  # small copy: Session wants bytes
+
+
+def _run_protocol(
+    config: Config,
+    bound: list[Bound],
+    clock: Callable[[], float],
+    loader: Callable[[], Config],
+    protocol: type[SocketmapProtocol],
+    *,
+    uvloop: bool,
+) -> None:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if uvloop:
+        import uvloop as uvloop_module  # noqa: PLC0415 - optional
+
+        factory = uvloop_module.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve_protocol(config, bound, clock, loader, protocol))
+
+
+async def _serve_protocol(
+    config: Config,
+    bound: list[Bound],
+    clock: Callable[[], float],
+    loader: Callable[[], Config],
+    protocol: type[SocketmapProtocol],
+) -> None:
+    loop = asyncio.get_running_loop()
+    stats = Stats(started=clock())
+    ref = HandlerRef(Handler(config, clock(), stats))
+    servers: list[Any] = []
+    for b in bound:
+        factory = functools.partial(protocol, ref, clock)
+        if b.sock.family == socket.AF_UNIX:
+            servers.append(await loop.create_unix_server(factory, sock=b.sock))
+        else:
+            servers.append(await loop.create_server(factory, sock=b.sock))
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        # As Server.reload: parse in a worker thread, build the new table on the loop.
+        new = await loop.run_in_executor(None, loader)
+        ref.handler = Handler(new, clock(), stats)
+        print("serve.py: configuration reloaded", file=sys.stderr)
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    print(f"serve.py: protocol server listening ({type(loop).__module__})", file=sys.stderr)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
