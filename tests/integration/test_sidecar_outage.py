@@ -59,7 +59,7 @@ def test_nothing_is_accepted_and_lost_while_the_sidecar_is_stopped(stack: Stack)
 
 
 def test_stale_socket_after_sigkill_is_replaced(stack: Stack) -> None:
-    replaced = "removing stale socket"
+    replaced = "removed stale socket"
     seen = stack.sidecar_logs().count(replaced)
     stack.kill_sidecar("SIGKILL")
     try:
