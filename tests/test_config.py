@@ -489,3 +489,13 @@ def test_unix_socket_path_length_is_checked(tmp_path: Path) -> None:
     ]
     data["socket"]["path"] = long_path[:-1]
     assert load_data(tmp_path, data, environ={}).socket.path == Path(long_path[:-1])
+
+
+def test_event_loop_choice(tmp_path: Path) -> None:
+    for choice in ("auto", "asyncio", "uvloop"):  # uvloop is a development dependency
+        data = {**config_data(), "server": {"event_loop": choice}}
+        assert load_data(tmp_path, data, environ={}).server.event_loop == choice
+    data = {**config_data(), "server": {"event_loop": "trio"}}
+    assert problems(tmp_path, data) == [
+        "server.event_loop: must be one of 'auto', 'asyncio', 'uvloop', got 'trio'"
+    ]

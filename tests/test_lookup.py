@@ -246,3 +246,24 @@ def test_tagged_codes_with_previous_secrets() -> None:
         resolve(tagged("shop", secret=old), tags=True, previous_secrets=[old]).reply.status
         is Status.OK
     )
+
+
+def test_a_prepared_table_is_used_at_midnight() -> None:
+    """The server builds the next day's table ahead of time; the switch then costs nothing."""
+    resolver = Resolver(identities(), "+", NOW)
+    midnight = at("2026-11-28T00:00:00+00:00")
+    resolver.prepare(midnight)
+    prepared = resolver._prepared
+    assert resolver.table(at("2026-11-27T23:59:59+00:00")) is not prepared  # not yet
+    assert resolver.table(midnight) is prepared
+    assert resolver._prepared is None
+
+
+def test_a_stale_prepared_table_is_not_used() -> None:
+    resolver = Resolver(identities(), "+", NOW)
+    resolver.prepare(at("2026-11-28T00:00:00+00:00"))
+    prepared = resolver._prepared
+    two_days_later = at("2026-11-29T12:00:00+00:00")  # the clock jumped past it
+    table = resolver.table(two_days_later)
+    assert table is not prepared
+    assert table.valid_at(two_days_later)

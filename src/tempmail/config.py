@@ -9,6 +9,7 @@ change to existing files.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -84,6 +85,7 @@ class ServerSettings:
     recipient_delimiter: str = "+"
     secret_permissions: Permissions = Permissions.PRIVATE
     log_level: str = "info"
+    event_loop: str = "auto"  # uvloop when installed, else asyncio's own loop
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,9 +239,17 @@ def _server(table: _Table) -> ServerSettings:
         recipient_delimiter=delimiter,
         secret_permissions=Permissions(permissions),
         log_level=table.choice("log_level", list(LOG_LEVELS), default.log_level),
+        event_loop=_event_loop(table, default.event_loop),
     )
     table.done()
     return settings
+
+
+def _event_loop(table: _Table, default: str) -> str:
+    choice = table.choice("event_loop", ["auto", "asyncio", "uvloop"], default)
+    if choice == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        table.problem("event_loop", "uvloop is not installed (pip install uvloop)")
+    return choice
 
 
 def _socket(table: _Table) -> SocketSettings:

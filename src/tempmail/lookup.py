@@ -178,7 +178,7 @@ def _with_extension(identity: Identity, tag: str) -> str:
 class Resolver:
     """Holds the current table and rebuilds it when the local day changes."""
 
-    __slots__ = ("_delimiters", "_digest_key", "_identities", "_table")
+    __slots__ = ("_delimiters", "_digest_key", "_identities", "_prepared", "_table")
 
     def __init__(
         self,
@@ -191,13 +191,23 @@ class Resolver:
         self._delimiters = recipient_delimiter.encode()
         self._digest_key = digest_key or secrets.token_bytes(32)
         self._table = AddressTable(identities, now, self._digest_key)
+        self._prepared: AddressTable | None = None
 
     def table(self, now: float) -> AddressTable:
-        """The table valid at ``now``; built anew after midnight (a few microseconds)."""
+        """The table valid at ``now``: the current one, the prepared one, or a new one."""
         table = self._table
         if not table.valid_at(now):
-            table = self._table = AddressTable(self._identities, now, self._digest_key)
+            prepared = self._prepared
+            if prepared is not None and prepared.valid_at(now):
+                table = prepared
+            else:  # not prepared (or the clock jumped): build it now
+                table = AddressTable(self._identities, now, self._digest_key)
+            self._table, self._prepared = table, None
         return table
+
+    def prepare(self, at: float) -> None:
+        """Build the table valid at ``at`` ahead of time (safe in a worker thread)."""
+        self._prepared = AddressTable(self._identities, at, self._digest_key)
 
     def resolve(self, key: bytes, now: float) -> Result:
         """Look up ``key`` as of ``now``."""

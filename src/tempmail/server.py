@@ -1,4 +1,9 @@
-"""The anyio socketmap server: a thin loop that feeds each connection's bytes to its Session.
+"""The socketmap server: anyio for the structure, asyncio protocols for each connection.
+
+anyio runs the event loop and every long-lived task: accepting (with the connection cap), the
+idle sweeper, signals, reloads, metrics and the shutdown. Each accepted connection is served by
+a :class:`~tempmail.connection.SocketmapConnection`, an asyncio protocol over the sans-I/O
+session (see that module for why: it halves the cost of a lookup).
 
 Lifecycle:
 
@@ -9,27 +14,32 @@ Lifecycle:
   kernel's listen backlog) and closes the connection that has been idle longest, if it has been
   idle for ``EVICT_IDLE_AFTER`` seconds: idle connections cannot lock Postfix out, and Postfix
   simply reconnects;
-* SIGHUP: reload the configuration and secrets in a worker thread; on any error keep serving
-  with the old configuration and log why;
+* the day's table of valid addresses is built in a worker thread shortly before local
+  midnight, and a reload builds the new one in a worker thread too: lookups never wait for it;
+* SIGHUP: reload the configuration and secrets; on any error keep serving with the old
+  configuration and log why;
 * SIGTERM/SIGINT: stop accepting and remove the socket, accept what already waits in the
   listen backlog, answer every request that has arrived, close the connections and return.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
-from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketStream
 
 from tempmail import config as config_module
 from tempmail import metrics
+from tempmail.connection import SocketmapConnection
 from tempmail.errors import ConfigError, ServerError
-from tempmail.session import Handler, HandlerRef, Next, Session
+from tempmail.session import Handler, HandlerRef
 from tempmail.stats import Stats
 from tempmail.systemd import Notifier
 
@@ -41,27 +51,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked for per read: a Postfix request is a few dozen bytes; pipelining clients get many.
-RECEIVE_SIZE: Final = 65536
 #: At shutdown, how long to let requests that already arrived be read and answered.
 SHUTDOWN_GRACE: Final = 0.05
 #: At the connection cap, a connection idle at least this long is closed to make room.
 EVICT_IDLE_AFTER: Final = 1.0
 #: At shutdown, how long to wait for replies that are being written before closing anyway.
 SHUTDOWN_TIMEOUT: Final = 5.0
-
-
-class Connection:
-    """What the sweeper, the connection cap and the shutdown need to know about a connection."""
-
-    __slots__ = ("busy", "closing", "evicted", "last_active", "scope")
-
-    def __init__(self, now: float, *, closing: bool = False) -> None:
-        self.scope = anyio.CancelScope()
-        self.last_active = now  # last time a complete request was answered (monotonic)
-        self.busy = False  # between receiving bytes and finishing writing the replies
-        self.closing = closing  # answer what has arrived, then close
-        self.evicted = False
+#: How long before local midnight the next day's table is built (in a worker thread).
+PREPARE_AHEAD: Final = 60.0
 
 
 class Server:
@@ -84,7 +81,7 @@ class Server:
         self._monotonic = monotonic
         self.stats = Stats(started=clock())
         self.ref = HandlerRef(Handler(config, clock(), self.stats))
-        self._connections: set[Connection] = set()
+        self._connections: set[SocketmapConnection] = set()
         self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
         self._stop_requested = False
         self.metrics_address: str | None = None  # http://HOST:PORT/metrics once serving
@@ -92,7 +89,6 @@ class Server:
         self._accepting: anyio.CancelScope | None = None
         self._stop_event: anyio.Event | None = None
         self._limiter: anyio.CapacityLimiter | None = None  # one token per open connection
-        self._tg: TaskGroup | None = None
 
     @property
     def config(self) -> Config:
@@ -121,12 +117,13 @@ class Server:
         self._limiter = anyio.CapacityLimiter(self.config.server.max_connections)
         if self._stop_requested:
             self._stop_event.set()
-        listeners = [await SocketListener.from_socket(b.sock) for b in self._bound]
+        for bound in self._bound:
+            bound.sock.setblocking(False)  # noqa: FBT003 - socket API
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._accept_all, listeners)
+                tg.start_soon(self._accept_all)
                 tg.start_soon(self._sweep_idle)
+                tg.start_soon(self._prepare_tables)
                 if handle_signals:  # before announcing readiness: an early SIGHUP must reload
                     await tg.start(self._handle_signals)
                 if self.config.metrics.enabled:
@@ -140,7 +137,7 @@ class Server:
                 task_status.started(self.addresses)
                 await self._stop_event.wait()
                 self._notifier.stopping()
-                await self._shut_down(listeners)
+                await self._shut_down()
                 tg.cancel_scope.cancel()
         finally:
             for bound in self._bound:
@@ -161,7 +158,7 @@ class Server:
         """
         self._notifier.reloading()
         try:
-            new = await anyio.to_thread.run_sync(self._loader)
+            handler = await anyio.to_thread.run_sync(self._load_handler)
         except ConfigError as exc:
             self.stats.reloads_failed += 1
             log.error(  # noqa: TRY400 - the message is the whole story; no traceback wanted
@@ -170,12 +167,12 @@ class Server:
             )
             self._notifier.ready("reload failed; serving the previous configuration")
             return False
-        old = self.config
+        old, new = self.config, handler.config
         if (new.socket, new.server.user, new.metrics) != (old.socket, old.server.user, old.metrics):
             log.warning(
                 "[socket], server.user and [metrics] changes take effect at the next restart"
             )
-        self.ref.handler = Handler(new, self._clock(), self.stats)
+        self.ref.handler = handler
         if self._limiter is not None:
             self._limiter.total_tokens = new.server.max_connections
         self.stats.reloads_ok += 1
@@ -184,6 +181,10 @@ class Server:
         log.info("configuration reloaded from %s", new.path or "<config>")
         self._notifier.ready(f"serving on {', '.join(self.addresses)}")
         return True
+
+    def _load_handler(self) -> Handler:
+        """In a worker thread: read the config and secrets and build today's table."""
+        return Handler(self._loader(), self._clock(), self.stats)
 
     def metrics_text(self) -> str:
         """The current metrics in Prometheus text format."""
@@ -225,43 +226,80 @@ class Server:
             self.stats.forget_dates_before(self.ref.handler.oldest_valid_date(self._clock()))
             log.info("summary %s", self.stats.summary())
 
-    async def _accept_all(self, listeners: list[SocketListener]) -> None:
+    async def _accept_all(self) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()
         with self._accepting:
             async with anyio.create_task_group() as accepting:
-                for listener in listeners:
-                    accepting.start_soon(self._accept_loop, listener)
+                for bound in self._bound:
+                    accepting.start_soon(self._accept_loop, bound.sock)
 
-    async def _accept_loop(self, listener: SocketListener) -> None:
+    async def _accept_loop(self, listening: socket.socket) -> None:
+        """Accept every waiting connection per wake-up, within max_connections."""
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 - created in run()
         while True:
-            try:
-                stream = await listener.accept()
-            except anyio.ClosedResourceError:
-                return  # shutting down: the listener was closed under us
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
-                await anyio.sleep(0.1)
-                continue
-            # The token is taken after accept(): a loop waiting in accept() must not hold
-            # capacity that another listener's clients need. At the cap, this accepted
-            # client waits unserved (and this loop accepts nothing more) until a token frees.
-            token = object()
-            if limiter.available_tokens < 1:
-                self._evict_idlest()
-            try:
-                await limiter.acquire_on_behalf_of(token)
-            except anyio.get_cancelled_exc_class():
-                self._spawn(stream, None, closing=True)  # stopping: answer what it sent
-                raise
-            self._spawn(stream, token)
+            await anyio.wait_readable(listening)
+            while True:
+                try:
+                    sock, _ = listening.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                    log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
+                    await anyio.sleep(0.1)
+                    break
+                # The token is taken after accept(): a loop waiting in accept() must not hold
+                # capacity another listener's clients need. At the cap, this accepted client
+                # waits unserved (and this loop accepts nothing more) until a token frees.
+                token = object()
+                if limiter.available_tokens < 1:
+                    self._evict_idlest()
+                try:
+                    await limiter.acquire_on_behalf_of(token)
+                except anyio.get_cancelled_exc_class():
+                    await self._serve(sock, None, closing=True)  # stopping: answer what it sent
+                    raise
+                await self._serve(sock, token)
 
-    def _spawn(self, stream: SocketStream, token: object | None, *, closing: bool = False) -> None:
-        assert self._tg is not None  # noqa: S101 - created in run()
-        connection = Connection(self._monotonic(), closing=closing)
+    async def _serve(
+        self, sock: socket.socket, token: object | None, *, closing: bool = False
+    ) -> None:
+        """Hand an accepted socket to a protocol; it lives until the connection ends."""
+        sock.setblocking(False)  # noqa: FBT003 - socket API
+        factory = functools.partial(
+            SocketmapConnection,
+            self,
+            self.ref,
+            self._clock,
+            self._monotonic,
+            token,
+            closing=closing,
+        )
+        try:
+            with anyio.CancelScope(shield=True):  # the socket must end up owned by a transport
+                await asyncio.get_running_loop().connect_accepted_socket(factory, sock=sock)
+        except OSError as exc:  # the client vanished before the transport was set up
+            log.debug("connection lost while setting it up: %s", exc)
+            sock.close()
+            if token is not None and self._limiter is not None:
+                self._limiter.release_on_behalf_of(token)
+
+    def connection_opened(self, connection: SocketmapConnection) -> None:
+        """A connection's transport is ready (called by the connection)."""
         self._connections.add(connection)
-        self._tg.start_soon(self._serve_connection, stream, connection, token)
+        self.stats.connections_total += 1
+        self.stats.connections_open += 1
+
+    def connection_closed(self, connection: SocketmapConnection) -> None:
+        """A connection ended, whoever closed it (called by the connection)."""
+        self._connections.discard(connection)
+        self.stats.connections_open -= 1
+        if connection.idle_closed:
+            self.stats.connections_idle_closed += 1
+        if connection.token is not None and self._limiter is not None:
+            self._limiter.release_on_behalf_of(connection.token)
+        if self._drained is not None and not self._connections:
+            self._drained.set()
 
     def _evict_idlest(self) -> None:
         """At the cap: close the connection idle longest, if idle long enough to be harmless."""
@@ -271,57 +309,9 @@ class Server:
         idlest = min(idle, key=lambda c: c.last_active)
         if self._monotonic() - idlest.last_active >= EVICT_IDLE_AFTER:
             idlest.evicted = True
-            idlest.scope.cancel()
+            idlest.abort()
             self.stats.connections_evicted += 1
             log.info("at max_connections: closed the connection idle longest to make room")
-
-    async def _serve_connection(
-        self, stream: SocketStream, connection: Connection, token: object | None
-    ) -> None:
-        stats = self.stats
-        stats.connections_total += 1
-        stats.connections_open += 1
-        try:
-            with connection.scope:
-                await self._converse(stream, connection)
-            if connection.scope.cancelled_caught and not (connection.closing or connection.evicted):
-                stats.connections_idle_closed += 1
-                log.debug("closed a connection that made no progress for the idle timeout")
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            log.debug("connection lost: %s", exc)
-        except Exception:
-            # One broken connection must never take the server down.
-            log.exception("unexpected error while serving a connection; closing it")
-        finally:
-            self._connections.discard(connection)
-            stats.connections_open -= 1
-            if token is not None and self._limiter is not None:
-                self._limiter.release_on_behalf_of(token)
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-            if self._drained is not None and not self._connections:
-                self._drained.set()
-
-    async def _converse(self, stream: SocketStream, connection: Connection) -> None:
-        """Read requests and write replies until the client or the protocol ends it."""
-        session = Session(self.ref)
-        clock, monotonic = self._clock, self._monotonic
-        while True:
-            connection.busy = False
-            try:
-                data = await stream.receive(RECEIVE_SIZE)
-            except anyio.EndOfStream:
-                data = b""
-            connection.busy = True
-            session.feed(data)
-            next_step = Next.WRITE_MORE
-            while next_step is Next.WRITE_MORE:
-                replies, next_step = session.answer(clock())
-                if replies:
-                    await stream.send(replies)
-                    connection.last_active = monotonic()
-            if next_step is Next.CLOSE or connection.closing:
-                return
 
     async def _sweep_idle(self) -> None:
         """Close connections that made no progress for ``idle_timeout`` seconds."""
@@ -330,11 +320,24 @@ class Server:
             await anyio.sleep(min(1.0, timeout / 4))
             deadline = self._monotonic() - timeout
             for connection in list(self._connections):
-                if connection.last_active < deadline:
-                    connection.scope.cancel()
+                if connection.last_active < deadline and not connection.idle_closed:
+                    connection.idle_closed = True
+                    log.debug("closing a connection that made no progress for the idle timeout")
+                    connection.abort()  # abort: its client may not be reading at all
             limiter = self._limiter
             if limiter is not None and limiter.statistics().tasks_waiting:
                 self._evict_idlest()  # someone waits at the cap: make room if we can
+
+    async def _prepare_tables(self) -> None:
+        """Build the next day's table in a worker thread shortly before it is needed."""
+        while True:
+            handler = self.ref.handler
+            now = self._clock()
+            until = handler.resolver.table(now).valid_until
+            await anyio.sleep(max(0.0, until - now - PREPARE_AHEAD))
+            if self.ref.handler is handler:  # not replaced by a reload meanwhile
+                await anyio.to_thread.run_sync(handler.resolver.prepare, until)
+            await anyio.sleep(max(0.0, until - self._clock()) + 0.001)
 
     async def _handle_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -349,24 +352,26 @@ class Server:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     self.stop()
 
-    async def _shut_down(self, listeners: list[SocketListener]) -> None:
-        await self._stop_listening(listeners)
+    async def _shut_down(self) -> None:
+        await self._stop_listening()
         for connection in self._connections:
             connection.closing = True
-        # Requests that reached us before the stop are read and answered; then idle
-        # connections are closed while busy ones finish writing their replies.
+        # Requests that reached us before the stop are read and answered (each connection
+        # closes itself once it has answered all it received); idle ones are closed after a
+        # short grace, and busy ones get SHUTDOWN_TIMEOUT to finish writing.
         await anyio.sleep(SHUTDOWN_GRACE)
         for connection in list(self._connections):
             if not connection.busy:
-                connection.scope.cancel()
+                connection.close()
         if self._connections:
             self._drained = anyio.Event()
             with anyio.move_on_after(SHUTDOWN_TIMEOUT):
                 await self._drained.wait()
         for connection in list(self._connections):
-            connection.scope.cancel()
+            connection.abort()
+        await anyio.lowlevel.checkpoint()  # let the transports report connection_lost
 
-    async def _stop_listening(self, listeners: list[SocketListener]) -> None:
+    async def _stop_listening(self) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()
         self._accepting.cancel()
         for bound in self._bound:
@@ -375,8 +380,6 @@ class Server:
         # accept them too, answer what they sent, then close.
         for bound in self._bound:
             for sock in bound.accept_pending():
-                self._spawn(await SocketStream.from_socket(sock), None, closing=True)
-        for listener in listeners:
-            await listener.aclose()
+                await self._serve(sock, None, closing=True)
         for bound in self._bound:
             bound.close()
