@@ -337,14 +337,8 @@ def workdir(keep: bool = False) -> Iterator[Path]:
 #: Servers the benchmark can start. "floor" is always run: every ratio is relative to it.
 #: The others are tempmail's own code; the experiments run benchmarks/experiments/serve.py.
 SERVERS: Final = {
-    "tempmail": "tempmail serve (the product: anyio streams on asyncio)",
-    "uvloop": "the same Server on uvloop (anyio backend option use_uvloop)",
-    "sockapi": "Server with loop.sock_recv/sock_sendall instead of anyio streams (experiment)",
-    "sockapi-uvloop": "sockapi on uvloop (experiment)",
-    "hybrid": "Server's accept loop, cap, sweeper, signals; connections served by a Protocol",
-    "hybrid-uvloop": "hybrid on uvloop (experiment)",
-    "hybrid2": "hybrid, accepting all pending connections per wake-up with socket.accept()",
-    "hybrid2-uvloop": "hybrid2 on uvloop (experiment)",
+    "tempmail": "tempmail serve (the product: anyio structure, a protocol per connection, uvloop)",
+    "asyncio": "the same Server on asyncio's own loop instead of uvloop",
     "protocol": "asyncio Protocol over the same Session (experiment: no idle timeout, no cap)",
     "protocol-uvloop": "protocol on uvloop (experiment)",
     "bufproto": "protocol as an asyncio BufferedProtocol: recv_into, no allocation per read",
@@ -361,9 +355,9 @@ def server_argv(name: str, config: Path, floor: Path, python: str = PYTHON) -> l
         command = [TEMPMAIL] if python == PYTHON else [python, "-m", "tempmail"]
         return [*command, "--config", str(config), "serve"]
     impl, _, loop = name.partition("-")
-    if name == "uvloop":
-        impl, loop = "anyio", "uvloop"
-    # Other names: experiments/serve.py IMPL[-LOOP], e.g. "protocol-uvloop", "anyio".
+    if name in ("asyncio", "uvloop"):
+        impl, loop = "server", name
+    # Other names: experiments/serve.py IMPL[-LOOP], e.g. "protocol-uvloop", "server".
     argv = [python, str(EXPERIMENT_SERVER), "--config", str(config)]
     return [*argv, "--impl", impl, "--loop", loop or "asyncio"]
 

@@ -339,7 +339,7 @@ def measure_loop_lag(
     for n, (mode, extra) in enumerate(modes.items()):
         log = work / f"lag-{n}-server.log"
         process = common.server_process(
-            "anyio", config, Path(), log, args.python, extra=["--lag-monitor", *extra]
+            "uvloop", config, Path(), log, args.python, extra=["--lag-monitor", *extra]
         )
         with process as server:
             common.wait_for_socket(sock_path, server)
@@ -409,11 +409,11 @@ def measure_rollover(
             # expected OK holds throughout, and smload counts any wrong answer.
             keep = str(generate.current_addresses(identity, now)[0])
             keys, _ = common.write_keys(work, [keep], label)
-            # experiments/serve.py with --impl anyio: the code of `tempmail serve`, plus
-            # the shifted clock.
+            # experiments/serve.py on uvloop: the code of `tempmail serve`, plus the
+            # shifted clock.
             shift = ["--midnight-at", f"{midnight_at:.3f}"] if mode == "midnight" else []
             log = work / f"{label}-server.log"
-            process = common.server_process("anyio", config, Path(), log, python, extra=shift)
+            process = common.server_process("uvloop", config, Path(), log, python, extra=shift)
             with process as server:
                 common.wait_for_socket(sock_path, server)
                 instant = midnight_at - time.time() + time.monotonic()

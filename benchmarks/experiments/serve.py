@@ -5,24 +5,18 @@
 
 ``--impl``:
 
-* ``anyio`` (default): exactly ``tempmail.service.run_server``: the same ``Server`` class over
-  anyio socket streams. With ``--loop asyncio`` this is ``tempmail serve``; with
-  ``--loop uvloop`` it is the same code on uvloop (anyio's ``use_uvloop`` backend option).
-* ``sockapi``: the same ``Server`` (accept loop, task per connection, idle sweeper, signals), but
-  each connection reads and writes with ``loop.sock_recv``/``loop.sock_sendall`` on the raw
-  socket instead of anyio's ``receive``/``send``: measures what anyio's stream layer costs.
-* ``hybrid``: the same ``Server`` (anyio accept loop with the connection cap, idle sweeper,
-  signals, reload, shutdown), but each accepted socket is served by an asyncio ``Protocol``
-  (``loop.connect_accepted_socket``) feeding the same ``Session``: a design the product could
-  adopt as is (asyncio backend only).
-* ``hybrid2``: ``hybrid`` whose accept loop waits for readability once and then accepts every
-  pending connection with plain ``socket.accept()`` (no anyio listener/stream per connection).
+* ``server`` (default): exactly what ``tempmail serve`` runs (``tempmail.server.Server``:
+  anyio structure, a protocol per connection), on ``--loop asyncio`` or ``--loop uvloop``
+  (``tempmail serve`` picks uvloop when installed).
 * ``protocol``: a plain asyncio ``Protocol`` per connection feeding the same
   ``tempmail.session.Session``; no idle timeout and no connection cap. The headroom: what the
   same protocol code can do with the cheapest asyncio I/O path.
 * ``bufproto``: the same with ``asyncio.BufferedProtocol``: the transport reads into one
   preallocated buffer per connection (``recv_into``) instead of ``recv(256 KiB)``, which on
   CPython 3.11's selector loop costs an mmap/mremap/munmap per read.
+
+Earlier experiments (anyio streams, ``loop.sock_recv``, protocols behind the anyio accept
+loop) led to the current design; their figures are in docs/benchmarks.md.
 
 ``--midnight-at EPOCH`` shifts the server's wall clock so that a local midnight of the first
 identity falls at the real instant EPOCH: a day rollover under load, on demand, through the
@@ -45,19 +39,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener
 
 from tempmail import config as config_module
 from tempmail import listeners, logs
 from tempmail.privileges import drop_privileges
-from tempmail.server import RECEIVE_SIZE, Connection, Server
+from tempmail.server import Server
 from tempmail.session import Handler, HandlerRef, Session
 from tempmail.stats import Stats
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from anyio.abc import SocketStream
 
     from tempmail.config import Config
     from tempmail.listeners import Bound
@@ -80,12 +71,7 @@ def main() -> int:
             _run_protocol(config, bound, clock, loader, protocol, uvloop=args.loop == "uvloop")
         else:
             # As tempmail.service.run_server (minus systemd notification, unused here).
-            cls = {
-                "anyio": Server,
-                "sockapi": SockApiServer,
-                "hybrid": HybridServer,
-                "hybrid2": BatchAcceptServer,
-            }[args.impl]
+            cls = Server
 
             async def serve() -> None:
                 drop_privileges(config.server.user)
@@ -114,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument(
         "--impl",
-        choices=["anyio", "sockapi", "hybrid", "hybrid2", "protocol", "bufproto"],
-        default="anyio",
+        choices=["server", "protocol", "bufproto"],
+        default="server",
     )
     parser.add_argument(
         "--midnight-at", type=float, metavar="EPOCH", help="shift the clock: midnight then"
@@ -129,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lag-monitor",
         action="store_true",
-        help="anyio impls: time a 1 ms sleep in a loop; print how late it woke, at exit",
+        help="--impl server: time a 1 ms sleep in a loop; print how late it woke, at exit",
     )
     return parser
 
@@ -175,175 +161,6 @@ def _report_lags(lags: list[float]) -> None:
         "over_10ms": len([x for x in ordered if x > 0.010]),
     }
     print(f"serve.py: loop lag {json.dumps(summary)}", file=sys.stderr)
-
-
-# --- sockapi: anyio's Server with asyncio's socket methods ----------------------------------
-#
-# SockApiServer, HybridServer and BatchAcceptServer override private hooks of
-# tempmail.server.Server (_converse, _spawn, _accept_loop, as of the commit that added
-# this file); if server.py is restructured they need the same change. The other
-# implementations (anyio, uvloop, protocol, bufproto) use only public API.
-
-
-class SockApiServer(Server):
-    """``Server`` whose connections use ``loop.sock_recv``/``sock_sendall`` (no anyio stream)."""
-
-    async def _converse(self, stream: SocketStream, connection: Connection) -> None:
-        # Server._converse with the two I/O calls replaced.
-        session = Session(self.ref)
-        clock, monotonic = self._clock, self._monotonic
-        sock: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio
-        loop = asyncio.get_running_loop()
-        while True:
-            connection.busy = False
-            data = await loop.sock_recv(sock, RECEIVE_SIZE)
-            connection.busy = True
-            replies, close = session.receive(data, clock())
-            if replies:
-                await loop.sock_sendall(sock, replies)
-                connection.last_active = monotonic()
-            if close or connection.closing:
-                return
-
-
-# --- hybrid: anyio's Server, connections served by an asyncio Protocol ---------------------
-
-
-class _TransportCloser:
-    """Stands in for ``Connection.scope``: the sweeper's and the shutdown's ``cancel()`` close."""
-
-    __slots__ = ("transport",)
-
-    def __init__(self) -> None:
-        self.transport: asyncio.BaseTransport | None = None
-
-    def cancel(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class HybridServer(Server):
-    """``Server`` (anyio accept loop, cap, sweeper, signals, reload) with Protocol connections.
-
-    Each accepted socket goes to ``loop.connect_accepted_socket`` instead of a task: no anyio
-    stream reads, and the reader stays registered for the connection's whole life.
-    """
-
-    def _spawn(self, stream: SocketStream, token: object | None, *, closing: bool = False) -> None:
-        raw: socket.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio
-        self._hand_over(raw, token, closing=closing)
-
-    def _hand_over(self, raw: socket.socket, token: object | None, *, closing: bool) -> None:
-        loop = asyncio.get_running_loop()
-        connection = Connection(self._monotonic(), closing=closing)
-        closer = _TransportCloser()
-        # Duck-typed: the sweeper, the eviction and the shutdown only call scope.cancel().
-        connection.scope = closer  # type: ignore[assignment]
-        self._connections.add(connection)
-        factory = functools.partial(HybridProtocol, self, connection, closer, token)
-        task = loop.create_task(loop.connect_accepted_socket(factory, sock=raw))
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The wall clock the server answers by."""
-        return self._clock
-
-    @property
-    def monotonic(self) -> Callable[[], float]:
-        """The clock of the idle timeout."""
-        return self._monotonic
-
-    def connection_done(self, connection: Connection, token: object | None) -> None:
-        """A connection ended: the bookkeeping of Server._serve_connection's finally."""
-        self._connections.discard(connection)
-        self.stats.connections_open -= 1
-        if token is not None and self._limiter is not None:
-            self._limiter.release_on_behalf_of(token)
-        if self._drained is not None and not self._connections:
-            self._drained.set()
-
-
-#: connect_accepted_socket tasks in flight (asyncio keeps only weak references to tasks).
-_PENDING: set[asyncio.Task[Any]] = set()
-
-
-class BatchAcceptServer(HybridServer):
-    """``HybridServer`` accepting every pending connection per wake-up, without anyio streams.
-
-    anyio's ``listener.accept()`` costs a checkpoint, a reader registration when it would
-    block and a stream object per connection; here one readiness wait serves a whole batch.
-    """
-
-    async def _accept_loop(self, listener: SocketListener) -> None:
-        limiter = self._limiter
-        assert limiter is not None  # noqa: S101 - created in run()
-        listening: socket.socket = listener.extra(SocketAttribute.raw_socket)  # noqa: S610
-        while True:
-            await anyio.wait_readable(listening)
-            while True:
-                try:
-                    raw, _ = listening.accept()
-                except BlockingIOError:
-                    break
-                except OSError:
-                    await anyio.sleep(0.1)
-                    break
-                raw.setblocking(False)  # noqa: FBT003 - socket API
-                token = object()
-                await limiter.acquire_on_behalf_of(token)  # the cap, as Server does
-                self._hand_over(raw, token, closing=False)
-
-
-class HybridProtocol(asyncio.Protocol):
-    """One connection of a :class:`HybridServer`."""
-
-    def __init__(
-        self,
-        server: HybridServer,
-        connection: Connection,
-        closer: _TransportCloser,
-        token: object | None,
-    ) -> None:
-        self._server = server
-        self._connection = connection
-        self._closer = closer
-        self._token = token
-        self._session = Session(server.ref)
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast("asyncio.Transport", transport)
-        self._closer.transport = transport
-        self._server.stats.connections_total += 1
-        self._server.stats.connections_open += 1
-
-    def data_received(self, data: bytes) -> None:
-        server, transport = self._server, self._transport
-        assert transport is not None  # noqa: S101 - set in connection_made
-        replies, close = self._session.receive(data, server.clock())
-        if replies:
-            transport.write(replies)
-            self._connection.last_active = server.monotonic()
-        if close or self._connection.closing:
-            transport.close()
-
-    def eof_received(self) -> bool | None:
-        self.data_received(b"")
-        return False
-
-    def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        del exc
-        self._server.connection_done(self._connection, self._token)
 
 
 # --- protocol: asyncio Protocol over the same Session ---------------------------------------

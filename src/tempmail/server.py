@@ -252,13 +252,15 @@ class Server:
                 # capacity another listener's clients need. At the cap, this accepted client
                 # waits unserved (and this loop accepts nothing more) until a token frees.
                 token = object()
-                if limiter.available_tokens < 1:
-                    self._evict_idlest()
                 try:
-                    await limiter.acquire_on_behalf_of(token)
-                except anyio.get_cancelled_exc_class():
-                    await self._serve(sock, None, closing=True)  # stopping: answer what it sent
-                    raise
+                    limiter.acquire_on_behalf_of_nowait(token)  # no yield when there is room
+                except anyio.WouldBlock:
+                    self._evict_idlest()
+                    try:
+                        await limiter.acquire_on_behalf_of(token)
+                    except anyio.get_cancelled_exc_class():
+                        await self._serve(sock, None, closing=True)  # stopping: answer it
+                        raise
                 await self._serve(sock, token)
 
     async def _serve(
