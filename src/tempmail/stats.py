@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class Stats:
-    """Monotonic counters plus two gauges (open connections, today's valid addresses)."""
+    """Monotonic counters, the open-connection gauge, and per-date lookup counts."""
 
     lookups_ok: int = 0
     lookups_notfound: int = 0
@@ -25,7 +25,6 @@ class Stats:
     connections_evicted: int = 0  # idle connections closed to make room at max_connections
     reloads_ok: int = 0
     reloads_failed: int = 0
-    addresses_valid: int = 0
     # Distinct dates whose address was looked up successfully today (key: ISO date), so an
     # operator sees whether yesterday's address is still in use.
     served_by_date: dict[str, int] = field(default_factory=dict)
