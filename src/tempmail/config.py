@@ -523,15 +523,8 @@ class _Table:
         return _Table(self.reader, value, self.key(name))
 
     def get(self, name: str, kind: type[T], default: T) -> T:
-        self.seen.add(name)
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        # TOML keeps booleans and integers apart; Python's bool is an int subclass, so check.
-        if type(value) is not kind:
-            self.problem(name, f"expected {_TYPE_NAMES[kind]}, got {_type_name(value)}")
-            return default
-        return value  # checked just above
+        value = self.optional(name, kind)
+        return default if value is None else value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         value = self.get(name, int, default)
@@ -580,10 +573,12 @@ class _Table:
         return value
 
     def optional(self, name: str, kind: type[T]) -> T | None:
+        """The value, or None when absent or of the wrong type (a problem is recorded)."""
         self.seen.add(name)
         if name not in self.data:
             return None
         value = self.data[name]
+        # TOML keeps booleans and integers apart; Python's bool is an int subclass, so check.
         if type(value) is not kind:
             self.problem(name, f"expected {_TYPE_NAMES[kind]}, got {_type_name(value)}")
             return None
