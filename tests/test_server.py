@@ -335,3 +335,28 @@ def test_recently_active_connections_are_not_evicted(start_server: StartServer) 
         with pytest.raises(TimeoutError):
             waiting.recv(100)
         assert running.server.stats.connections_evicted == 0
+
+
+def test_stop_does_not_wait_for_a_half_sent_request(start_server: StartServer) -> None:
+    """A partial request cannot be answered: at shutdown it is dropped, not waited for."""
+    running = start_server()
+    with running.raw_socket() as dribbler:
+        dribbler.sendall(b"40:tempmail abc")
+        time.sleep(0.05)
+        started = time.monotonic()
+        running.portal.call(running.server.stop)
+        assert dribbler.recv(10) == b""
+        assert time.monotonic() - started < 1.0
+
+
+def test_reload_warns_about_settings_that_need_a_restart(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = start_server()
+    data = config_data()
+    data["server"] = {"event_loop": "asyncio", "idle_timeout": 30}
+    data["socket"] = {"path": running.target.removeprefix("unix:")}
+    running.rewrite_config(data)
+    assert running.reload() is True
+    assert "changes take effect at the next restart" in caplog.text
+    assert running.server.config.server.idle_timeout == 30

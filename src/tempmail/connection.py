@@ -102,9 +102,13 @@ class SocketmapConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        """Whether requests or replies of this connection are still under way."""
+        """Whether replies are still to be written, or held back for a client that does not read.
+
+        Requests are answered as soon as they are complete, so a connection holding only part
+        of a request is not busy: nothing can be answered for it.
+        """
         transport = self._transport
-        return bool(self._session.buffered) or (
+        return self._writing_paused or (
             transport is not None and transport.get_write_buffer_size() > 0
         )
 

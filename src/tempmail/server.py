@@ -168,9 +168,10 @@ class Server:
             self._notifier.ready("reload failed; serving the previous configuration")
             return False
         old, new = self.config, handler.config
-        if (new.socket, new.server.user, new.metrics) != (old.socket, old.server.user, old.metrics):
+        if _needs_restart(old) != _needs_restart(new):
             log.warning(
-                "[socket], server.user and [metrics] changes take effect at the next restart"
+                "[socket], server.user, server.event_loop and [metrics] changes take effect "
+                "at the next restart"
             )
         self.ref.handler = handler
         if self._limiter is not None:
@@ -333,12 +334,11 @@ class Server:
     async def _prepare_tables(self) -> None:
         """Build the next day's table in a worker thread shortly before it is needed."""
         while True:
-            handler = self.ref.handler
             now = self._clock()
-            until = handler.resolver.table(now).valid_until
+            until = self.ref.handler.resolver.table(now).valid_until
             await anyio.sleep(max(0.0, until - now - PREPARE_AHEAD))
-            if self.ref.handler is handler:  # not replaced by a reload meanwhile
-                await anyio.to_thread.run_sync(handler.resolver.prepare, until)
+            resolver = self.ref.handler.resolver  # the current one, after any reload
+            await anyio.to_thread.run_sync(resolver.prepare, until)
             await anyio.sleep(max(0.0, until - self._clock()) + 0.001)
 
     async def _handle_signals(
@@ -385,3 +385,8 @@ class Server:
                 await self._serve(sock, None, closing=True)
         for bound in self._bound:
             bound.close()
+
+
+def _needs_restart(config: Config) -> tuple[object, ...]:
+    """The settings a reload cannot change in a running server."""
+    return (config.socket, config.server.user, config.server.event_loop, config.metrics)
