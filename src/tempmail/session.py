@@ -76,8 +76,9 @@ class Handler:
 
     def answer(self, request: bytes, now: float) -> Reply:
         """The reply to one request payload ``name SP key``."""
-        name, space, key = request.partition(b" ")
-        if not space:
+        try:
+            name, key = socketmap.parse_request(request)
+        except socketmap.MalformedRequest:
             self.stats.lookups_perm += 1
             return socketmap.perm("malformed request: expected 'mapname key'")
         if name != self._map_name:
