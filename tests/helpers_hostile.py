@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conftest import FakeClock, config_data
+from helpers import FakeClock, config_data
 from tempmail import generate, netstring, socketmap
 from tempmail.config import Identity, parse
 
 if TYPE_CHECKING:
-    from conftest import RunningServer
+    from helpers import RunningServer
 
-#: The type of conftest's ``start_server`` fixture.
+#: The type of the ``start_server`` fixture (conftest.py).
 StartServer = Callable[..., "RunningServer"]
 
 #: The fixed instant every hostile test runs at (a Friday noon, UTC).

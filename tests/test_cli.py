@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPIENT, SECRET, StartServer, config_data, write_config
+from helpers import RECIPIENT, SECRET, StartServer, config_data, write_config
 from tempmail import __version__, cli, config, netstring, schemes
 
 

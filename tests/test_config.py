@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import IDENTITY, SECRET, config_data, write_config
+from helpers import IDENTITY, SECRET, config_data, write_config
 from tempmail import config, schemes
 from tempmail.errors import ConfigError
 from tempmail.secret import Permissions

@@ -27,7 +27,7 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from conftest import RECIPIENT, FakeClock, RunningServer, config_data, write_config
+from helpers import RECIPIENT, FakeClock, RunningServer, config_data, write_config
 from helpers_hostile import (
     NOTFOUND,
     StartServer,

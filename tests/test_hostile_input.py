@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from conftest import RECIPIENT, FakeClock, config_data
+from helpers import RECIPIENT, FakeClock, config_data
 from helpers_hostile import (
     NOTFOUND,
     StartServer,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import IDENTITY, RECIPIENT, SECRET, at, config_data
+from helpers import IDENTITY, RECIPIENT, SECRET, at, config_data
 from tempmail import schemes
 from tempmail.config import Identity, parse
 from tempmail.lookup import AddressTable, Resolver

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import SECRET, StartServer, config_data
+from helpers import SECRET, StartServer, config_data
 from tempmail import __version__, metrics, schemes
 from tempmail.stats import Stats
 

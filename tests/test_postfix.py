@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPIENT, SECRET, StartServer, config_data, require_tool
+from helpers import RECIPIENT, SECRET, StartServer, config_data, require_tool
 from tempmail import schemes
 
 pytestmark = pytest.mark.postfix

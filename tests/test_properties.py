@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import RECIPIENT, FakeClock, config_data
+from helpers import RECIPIENT, FakeClock, config_data
 from helpers_hostile import (
     NOW,
     StartServer,

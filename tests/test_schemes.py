@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from helpers import require_tool
 from tempmail import schemes
 
 DOCS = Path(__file__).parent.parent / "docs" / "schemes.md"

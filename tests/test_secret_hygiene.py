@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import config_data, write_config
+from helpers import config_data, write_config
 from helpers_hostile import NOW, read_exactly, read_until_closed, request
 from tempmail import cli, config, generate, listeners, privileges, schemes
 from tempmail.config import SocketSettings

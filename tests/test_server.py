@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
+from helpers import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
 from tempmail import config as config_module
 from tempmail import listeners, schemes
 from tempmail.errors import ServerError

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RECIPIENT, SECRET, at, config_data
+from helpers import RECIPIENT, SECRET, at, config_data
 from tempmail import schemes
 from tempmail.config import parse
 from tempmail.netstring import encode

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RECIPIENT, SECRET, config_data, write_config
+from helpers import RECIPIENT, SECRET, config_data, write_config
 from tempmail import schemes
 from tempmail.client import Client
 from tempmail.systemd import Notifier

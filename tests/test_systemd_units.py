@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from helpers import require_tool
 from tempmail import cli, config
 
 UNITS = Path(__file__).parent.parent / "packaging" / "systemd"
@@ -26,7 +26,7 @@ def unit(name: str) -> configparser.ConfigParser:
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
     """The units as installed, with ExecStart pointing at this checkout's tempmail."""
-    tempmail = Path(cli.__file__).parents[2] / ".venv" / "bin" / "tempmail"
+    tempmail = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "tempmail"
     for name in ("tempmail.service", "tempmail.socket"):
         text = (UNITS / name).read_text().replace("/usr/local/bin/tempmail", str(tempmail))
         (tmp_path / name).write_text(text)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import at
+from helpers import at
 from tempmail import window
 
 D = dt.date

@@ -1,0 +1,94 @@
+"""The ``tempmail`` command line: one module per command, this one the boundary.
+
+``main()`` builds the parser from each command module's ``register()`` and turns every
+error tempmail raises into one line on stderr and the exit status its class documents
+(tempmail.errors). Each command imports only what it needs, so ``tempmail address`` starts
+fast (no event loop is imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, TypeAlias
+
+from tempmail import __version__
+from tempmail.cli import address, query, serve, setup
+from tempmail.cli._common import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_NOINPUT,
+    EX_NOTFOUND,
+    EX_OK,
+    EX_OSERR,
+    EX_PROTOCOL,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    PROG,
+    config_option,
+    error,
+)
+from tempmail.errors import ConfigError, TempmailError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+#: The subparsers action that each command module adds its parser to.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - argparse has no public name for it
+
+__all__ = [
+    "EX_CANTCREAT",
+    "EX_CONFIG",
+    "EX_DATAERR",
+    "EX_NOINPUT",
+    "EX_NOTFOUND",
+    "EX_OK",
+    "EX_OSERR",
+    "EX_PROTOCOL",
+    "EX_SOFTWARE",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "main",
+]
+
+#: Every command module, in the order of ``tempmail --help``.
+COMMANDS = (address, serve, query, setup)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return command(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            error(problem)
+        return exc.exit_code
+    except TempmailError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Postfix socketmap lookup service for temporary e-mail addresses.",
+        epilog=(
+            "The config file is --config, else $TEMPMAIL_CONFIG, else /etc/tempmail/config.toml."
+        ),
+        parents=[config_option(suppress_default=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    after_command = config_option(suppress_default=True)
+    for module in COMMANDS:
+        module.register(commands, after_command)
+    return parser
