@@ -86,6 +86,7 @@ class ServerSettings:
     secret_permissions: Permissions = Permissions.PRIVATE
     log_level: str = "info"
     event_loop: str = "auto"  # uvloop when installed, else asyncio's own loop
+    reload_on_change: bool = True  # watch the config and secret files; no signal needed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +133,9 @@ class Config:
     identities: tuple[Identity, ...]
     metrics: MetricsSettings = MetricsSettings()
     warnings: tuple[str, ...] = ()
+    #: The files this configuration was read from: the config file (when loaded from one)
+    #: and every secret file, as absolute paths. A reload watches them for changes.
+    files: tuple[Path, ...] = ()
 
     def identity(self, name: str | None) -> Identity:
         """The named identity, or the first when ``name`` is None."""
@@ -198,6 +202,7 @@ def parse(
         identities=identities,
         metrics=metrics,
         warnings=tuple(reader.warnings),
+        files=tuple(dict.fromkeys([*([path.absolute()] if path else []), *reader.files_read])),
     )
 
 
@@ -240,6 +245,7 @@ def _server(table: _Table) -> ServerSettings:
         secret_permissions=Permissions(permissions),
         log_level=table.choice("log_level", list(LOG_LEVELS), default.log_level),
         event_loop=_event_loop(table, default.event_loop),
+        reload_on_change=table.get("reload_on_change", bool, default.reload_on_change),
     )
     table.done()
     return settings
@@ -461,6 +467,7 @@ class _Reader:
         self.base_dir = base_dir
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.files_read: list[Path] = []  # secret files, absolute, in the order read
 
     @property
     def failed(self) -> bool:
@@ -623,6 +630,7 @@ class _Table:
         return secret
 
     def secret_file(self, name: str, path: Path, permissions: Permissions) -> Secret:
+        self.reader.files_read.append(path.absolute())
         try:
             secret = read_secret_file(path, permissions)
         except ValueError as exc:

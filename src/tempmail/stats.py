@@ -23,8 +23,20 @@ class Stats:
     connections_open: int = 0
     connections_idle_closed: int = 0
     connections_evicted: int = 0  # idle connections closed to make room at max_connections
+    # Connections closed because all connections together held too many unanswered request
+    # or unread reply bytes: the ones holding the most go first.
+    connections_evicted_held: int = 0
+    accept_errors: int = 0  # accept() failures on the socketmap listeners (EMFILE, ENFILE, ...)
     reloads_ok: int = 0
     reloads_failed: int = 0
+    # The configuration being served: 1 for the one loaded at start, +1 per successful reload.
+    config_generation: int = 1
+    config_loaded_at: float = 0.0  # epoch seconds when that configuration was loaded
+    # Whether the most recent reload (SIGHUP or a changed file) succeeded; when it failed, the
+    # previous configuration keeps serving and last_reload_error says why (no secret, no path
+    # given for a secret: see config.py).
+    last_reload_ok: bool = True
+    last_reload_error: str = ""
     # Distinct dates whose address was looked up successfully today (key: ISO date), so an
     # operator sees whether yesterday's address is still in use.
     served_by_date: dict[str, int] = field(default_factory=dict)
