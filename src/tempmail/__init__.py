@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+# The distribution is "tempmail-socketmap" ("tempmail" on PyPI is an unrelated project); the
+# import package and the command keep the name tempmail.
 try:
-    __version__ = version("tempmail")
+    __version__ = version("tempmail-socketmap")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
     __version__ = "0+unknown"
 
