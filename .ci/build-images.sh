@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 VERSION=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+SOURCE=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["urls"]["Source"])')
+# The images' OCI labels name the commit they were built from ("unknown" outside a checkout).
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 SIDECAR_IMAGE=${TEMPMAIL_IMAGE:-localhost/tempmail:$VERSION}
 POSTFIX_IMAGE=${TEMPMAIL_POSTFIX_IMAGE:-localhost/tempmail-postfix:$VERSION}
 
@@ -45,5 +48,10 @@ build() {
     DOCKER_BUILDKIT=0 docker build --network=host --force-rm "$@"
   fi
 }
-build --build-arg PIP_NO_INDEX=1 -t "$SIDECAR_IMAGE" -f container/Containerfile .
-build -t "$POSTFIX_IMAGE" -f container/postfix/Containerfile container/postfix
+# Both images carry the version, source and commit as OCI labels (see the Containerfiles).
+labelled_build() {
+  build --build-arg "TEMPMAIL_VERSION=$VERSION" --build-arg "TEMPMAIL_SOURCE=$SOURCE" \
+    --build-arg "TEMPMAIL_REVISION=$REVISION" "$@"
+}
+labelled_build --build-arg PIP_NO_INDEX=1 -t "$SIDECAR_IMAGE" -f container/Containerfile .
+labelled_build -t "$POSTFIX_IMAGE" -f container/postfix/Containerfile container/postfix
