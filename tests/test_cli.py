@@ -470,31 +470,6 @@ def test_serve_as_root_without_a_user_is_refused(short_dir: Path) -> None:
     assert not (short_dir / "s.sock").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-def test_serve_as_root_drops_to_the_configured_user(short_dir: Path) -> None:
-    short_dir.chmod(0o755)
-    secret = short_dir / "secret"
-    secret.write_text("a secret for the privilege test\n")
-    secret.chmod(0o600)
-    data = {
-        **config_data(secret=None, secret_file=str(secret)),
-        "server": {"user": "nobody"},
-        "socket": {"path": str(short_dir / "s.sock"), "mode": "0666"},
-    }
-    path = write_config(short_dir / "c.toml", data, mode=0o644)
-    process = start_serve(path)
-    try:
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        assert uid_line.split()[1:] == ["65534"] * 4
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
-
-
 def test_python_dash_m(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tempmail", "--version"], capture_output=True, text=True, check=True
