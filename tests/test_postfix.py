@@ -1,4 +1,8 @@
-"""Postfix's own client, `postmap -q`, against a running server over unix and TCP sockets."""
+"""Postfix's own client, `postmap -q`, against a running server over unix and TCP sockets.
+
+postmap reads a main.cf: each test gives it a directory of its own (postfix_dir.py), so
+nothing depends on the host's /etc/postfix (Debian's package may be installed without one).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RECIPIENT, SECRET, StartServer, config_data, require_tool
+from helpers import RECIPIENT, SECRET, StartServer, config_data
+from postfix_dir import PostfixDir, make_postfix_dir
 from tempmail import schemes
 
 pytestmark = pytest.mark.postfix
@@ -34,16 +39,23 @@ CASES = [
 ]
 
 
-def postmap(table: str, query: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    binary = require_tool("postmap", "postfix")
-    return subprocess.run(
-        [binary, "-q", query, table],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        timeout=30,
-    )
+Postmap = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def postfix_dir(tmp_path: Path) -> PostfixDir:
+    """An empty Postfix configuration of the test's own (postmap -c DIR)."""
+    return make_postfix_dir(tmp_path / "postfix", master_cf=False)
+
+
+@pytest.fixture
+def postmap(postfix_dir: PostfixDir) -> Postmap:
+    """postmap -q QUERY TABLE with the test's own main.cf."""
+
+    def run(table: str, query: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return postfix_dir.postmap("-q", query, table, cwd=cwd)
+
+    return run
 
 
 @pytest.fixture(params=["unix", "inet"])
@@ -56,7 +68,9 @@ def table(request: pytest.FixtureRequest, start_server: StartServer) -> str:
 
 
 @pytest.mark.parametrize(("make_key", "expected"), CASES)
-def test_postmap_query(table: str, make_key: Callable[[], str], expected: str | None) -> None:
+def test_postmap_query(
+    table: str, postmap: Postmap, make_key: Callable[[], str], expected: str | None
+) -> None:
     result = postmap(table, make_key())
     if expected is None:
         assert (result.returncode, result.stdout) == (1, ""), result.stderr
@@ -65,17 +79,10 @@ def test_postmap_query(table: str, make_key: Callable[[], str], expected: str | 
     assert "warning" not in result.stderr
 
 
-def test_postmap_many_keys_on_one_connection(table: str) -> None:
+def test_postmap_many_keys_on_one_connection(table: str, postfix_dir: PostfixDir) -> None:
     """`postmap -q -` sends every key over one connection, as Postfix daemons do."""
-    binary = require_tool("postmap", "postfix")
     keys = [key(0), "a@example.org", key(1), key(3), key(0).upper()]
-    result = subprocess.run(
-        [binary, "-q", "-", table],
-        input="\n".join(keys) + "\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = postfix_dir.postmap("-q", "-", table, input_text="\n".join(keys) + "\n")
     assert result.stdout.splitlines() == [
         f"{keys[0]}\t{RECIPIENT}",
         f"{keys[2]}\t{RECIPIENT}",
@@ -83,7 +90,9 @@ def test_postmap_many_keys_on_one_connection(table: str) -> None:
     ]
 
 
-def test_relative_socket_path_as_in_main_cf(start_server: StartServer, short_dir: Path) -> None:
+def test_relative_socket_path_as_in_main_cf(
+    start_server: StartServer, short_dir: Path, postmap: Postmap
+) -> None:
     """socketmap:unix:tempmail/socket:NAME is relative to the queue directory, which is the
     working directory of every Postfix daemon, chrooted or not."""
     (short_dir / "tempmail").mkdir()
@@ -94,7 +103,7 @@ def test_relative_socket_path_as_in_main_cf(start_server: StartServer, short_dir
     assert (result.returncode, result.stdout) == (0, RECIPIENT + "\n"), result.stderr
 
 
-def test_wrong_map_name_is_a_lookup_error(start_server: StartServer) -> None:
+def test_wrong_map_name_is_a_lookup_error(start_server: StartServer, postmap: Postmap) -> None:
     """PERM makes Postfix report a lookup error (mail is deferred, never bounced)."""
     running = start_server()
     result = postmap(f"socketmap:{running.target}:othername", key(0))
@@ -102,7 +111,7 @@ def test_wrong_map_name_is_a_lookup_error(start_server: StartServer) -> None:
     assert "permanent error: unknown map name 'othername'" in result.stderr
 
 
-def test_server_down_is_a_lookup_error(short_dir: Path) -> None:
+def test_server_down_is_a_lookup_error(short_dir: Path, postmap: Postmap) -> None:
     result = postmap(f"socketmap:unix:{short_dir}/absent.sock:tempmail", key(0))
     assert result.returncode != 0
     assert "No such file or directory" in result.stderr
