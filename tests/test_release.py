@@ -258,7 +258,9 @@ def test_unit_tests_pass_from_the_unpacked_sdist(
         request,
         f"unit tests from the unpacked sdist: {summary} ({time.monotonic() - started:.1f} s)",
     )
-    assert re.fullmatch(r"\d+ passed in [\d.]+s", summary), summary
+    # Skips only where a tool is missing locally: TEMPMAIL_REQUIRE_ALL=1 (CI) passes through
+    # and turns them into failures.
+    assert re.fullmatch(r"\d+ passed(, \d+ skipped)? in [\d.]+s( \([\d:]+\))?", summary), summary
 
 
 # --- a fresh virtual environment with nothing else --------------------------------------------
