@@ -17,6 +17,7 @@ class Stats:
     lookups_notfound: int = 0
     lookups_perm: int = 0
     lookups_tagged: int = 0  # of lookups_ok, those that matched a tagged address
+    status_requests: int = 0  # health probes and `tempmail reload` asking what is served
     oversized_queries: int = 0  # answered NOTFOUND without being read
     protocol_errors: int = 0  # malformed netstrings: PERM, then the connection is closed
     connections_total: int = 0
@@ -41,6 +42,12 @@ class Stats:
     # operator sees whether yesterday's address is still in use.
     served_by_date: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
+    # The metrics listener's own counts (metrics.py).
+    metrics_scrapes: int = 0  # GET or HEAD /metrics answered
+    metrics_rejected: int = 0  # other requests, answered 400, 404, 405 or 431
+    metrics_failed: int = 0  # rendering failed: answered 500 and logged
+    metrics_timeouts: int = 0  # closed at a deadline (request head or whole exchange)
+    metrics_accept_errors: int = 0  # accept() failures (EMFILE, ENFILE, ...): backed off
 
     @property
     def lookups(self) -> int:
