@@ -12,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, TypeAlias
 
 from tempmail import __version__
-from tempmail.cli import address, query, serve, setup
+from tempmail.cli import address, postfix, query, reload, serve, setup
 from tempmail.cli._common import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: Every command module, in the order of ``tempmail --help``.
-COMMANDS = (address, serve, query, setup)
+COMMANDS = (address, serve, query, reload, setup, postfix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
