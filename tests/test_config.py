@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from helpers import IDENTITY, SECRET, config_data, write_config
-from tempmail import config, schemes
+from helpers import IDENTITY, SECRET, StartServer, config_data, write_config
+from tempmail import cli, config, schemes
 from tempmail.errors import ConfigError
 from tempmail.secret import Permissions
+from tempmail.socketmap import Status
 
 EXAMPLE = Path(__file__).parent.parent / "config.toml.example"
 
@@ -159,7 +161,7 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path: Path) -> 
         "server.max_conections: unknown key (did you mean 'max_connections'?)",
         "socket.type: must be one of 'unix', 'inet', got 'tcp'",
         "socket.mode: expected an octal mode like \"0660\", got 'rw'",
-        "socket.port: must be between 1 and 65535, got 70000",
+        "socket.port: must be between 0 and 65535, got 70000",
         "identities.me.domain: 'not a domain' is not a domain name (use the ASCII/punycode form)",
         "identities.me.recipient: 'nobody' is not an e-mail address like user@example.org",
         "identities.me.scheme: must be one of 'md5', 'hmac', got 'sha1'",
@@ -203,7 +205,12 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path: Path) -> 
         ),
         (
             {"recipient": "a b@c.org"},
-            "identities.default.recipient: 'a b@c.org' is not an e-mail address like user@example.org",
+            (
+                "identities.default.recipient: 'a b@c.org' is not one plain address: before the @ "
+                "use letters, digits, dots between them and #$&'*+-/=?^_`{|}~ (no spaces, commas, "
+                "quotes, brackets, control characters, '!' or '%', which Postfix reads as address "
+                "syntax)"
+            ),
         ),
         (
             {"secret": None},
@@ -220,7 +227,10 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path: Path) -> 
         ),
         (
             {"tag_delimiter": "++"},
-            "identities.default.tag_delimiter: must be one character other than '@' or space, or empty",
+            (
+                'identities.default.tag_delimiter: must be one of + - _ = . ~, or "" for none '
+                "(others change how Postfix reads the reply), got '++'"
+            ),
         ),
         (
             {"revoked_tags": ["Shop"]},
@@ -309,28 +319,29 @@ def test_secret_file_contents(tmp_path: Path, content: str, expected: bytes) -> 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("", "{p} is empty"),
-        ("\n", "{p} is empty"),
+        ("", "the secret file is empty"),
+        ("\n", "the secret file is empty"),
         (
             "one\ntwo\n",
-            "{p} holds more than one line; put one secret per file (older secrets go in previous_secret_files)",
+            "the secret file holds more than one line; put one secret per file (older secrets go in previous_secret_files)",
         ),
-        (b"\xff\xfe", "{p} is not UTF-8 text"),
+        (b"\xff\xfe", "the secret file is not UTF-8 text"),
     ],
 )
 def test_bad_secret_files(tmp_path: Path, content: bytes | str, message: str) -> None:
+    """Problems with a secret file name the key, never the path (it might be the secret)."""
     path = secret_file(tmp_path, content)
     assert problems(tmp_path, config_data(secret=None, secret_file=str(path))) == [
-        "identities.default.secret_file: " + message.format(p=path)
+        "identities.default.secret_file: " + message
     ]
 
 
 def test_secret_file_missing_or_not_a_file(tmp_path: Path) -> None:
     assert problems(tmp_path, config_data(secret=None, secret_file="missing")) == [
-        f"identities.default.secret_file: cannot read {tmp_path / 'missing'}: No such file or directory"
+        "identities.default.secret_file: cannot read the secret file: No such file or directory"
     ]
     assert problems(tmp_path, config_data(secret=None, secret_file=str(tmp_path))) == [
-        f"identities.default.secret_file: {tmp_path} is not a regular file"
+        "identities.default.secret_file: the secret file is not a regular file"
     ]
 
 
@@ -350,12 +361,20 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         (
             0o640,
             "private",
-            "{p} is accessible by its group (mode 0640); run 'chmod 600 {p}', or set server.secret_permissions = \"group\" if a group must read it",
+            "the secret file is accessible by its group (mode 0640); run 'chmod 600' on it, or set server.secret_permissions = \"group\" if a group must read it",
         ),
-        (0o604, "private", "{p} is accessible by others (mode 0604); run 'chmod 600 {p}'"),
+        (
+            0o604,
+            "private",
+            "the secret file is accessible by others (mode 0604); run 'chmod 600' on it",
+        ),
         (0o640, "group", None),
         (0o440, "group", None),
-        (0o644, "group", "{p} is accessible by others (mode 0644); run 'chmod 640 {p}'"),
+        (
+            0o644,
+            "group",
+            "the secret file is accessible by others (mode 0644); run 'chmod 640' on it",
+        ),
         (0o644, "any", None),
     ],
 )
@@ -371,9 +390,7 @@ def test_secret_file_permissions(
     if problem is None:
         assert load_data(tmp_path, data, environ={}).identities
     else:
-        assert problems(tmp_path, data) == [
-            "identities.default.secret_file: " + problem.format(p=path)
-        ]
+        assert problems(tmp_path, data) == ["identities.default.secret_file: " + problem]
 
 
 def test_inline_secret_needs_a_private_config_file(tmp_path: Path) -> None:
@@ -460,7 +477,7 @@ def test_a_secret_file_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path)
     fifo = tmp_path / "secret"
     os.mkfifo(fifo, 0o600)
     assert problems(tmp_path, config_data(secret=None, secret_file=str(fifo))) == [
-        f"identities.default.secret_file: {fifo} is not a regular file"
+        "identities.default.secret_file: the secret file is not a regular file"
     ]
 
 
@@ -471,10 +488,14 @@ def test_secret_variable_that_is_not_utf8(tmp_path: Path) -> None:
     ]
 
 
-def test_recipient_delimiter_must_be_ascii(tmp_path: Path) -> None:
+def test_recipient_delimiter_takes_only_safe_characters(tmp_path: Path) -> None:
+    """Non-ASCII (and every other character Postfix gives a meaning) is refused."""
     data = {**config_data(), "server": {"recipient_delimiter": "+§"}}
     assert problems(tmp_path, data) == [
-        "server.recipient_delimiter: ASCII characters only, and no '@', spaces or control characters"
+        (
+            "server.recipient_delimiter: each character must be one of + - _ = . ~ (others change "
+            "how Postfix reads addresses), got '+§'"
+        )
     ]
 
 
@@ -499,3 +520,333 @@ def test_event_loop_choice(tmp_path: Path) -> None:
     assert problems(tmp_path, data) == [
         "server.event_loop: must be one of 'auto', 'asyncio', 'uvloop', got 'trio'"
     ]
+
+
+# --- a key in the wrong table ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            # `user` appended at the end of a file whose last table is an identity.
+            config_data(user="tempmail"),
+            "identities.default.user: unknown key (it belongs in [server])",
+        ),
+        (
+            {**config_data(), "server": {"domain": "example.org"}},
+            "server.domain: unknown key (it belongs in [identities.NAME])",
+        ),
+        (
+            {**config_data(), "server": {"port": 10000}},
+            "server.port: unknown key (it belongs in [socket] or [metrics])",
+        ),
+        (
+            {**config_data(), "metrics": {"group": "postfix"}},
+            "metrics.group: unknown key (it belongs in [socket])",
+        ),
+        (
+            {**config_data(), "user": "tempmail"},
+            "user: unknown key (it belongs in [server])",
+        ),
+        (
+            config_data(secrte="x"),
+            "identities.default.secrte: unknown key (did you mean 'secret'?)",
+        ),
+        (
+            {**config_data(), "socket": {"recipient_delimter": "+"}},
+            "socket.recipient_delimter: unknown key",
+        ),
+    ],
+)
+def test_a_key_in_the_wrong_table_is_told_where_it_belongs(
+    tmp_path: Path, data: dict[str, Any], expected: str
+) -> None:
+    """The hint names the table a key belongs in; a misspelling gets 'did you mean'."""
+    assert problems(tmp_path, data) == [expected]
+
+
+def test_wrong_table_hints_keep_the_order_of_the_file(tmp_path: Path) -> None:
+    """Problems stay in reading order although unknown keys are worded at the end."""
+    data = {
+        "server": {"domain": "a.org", "max_query_length": True},
+        "socket": {"mode": "rw"},
+        **config_data(window=0),
+    }
+    assert problems(tmp_path, data) == [
+        "server.max_query_length: expected an integer, got a boolean",
+        "server.domain: unknown key (it belongs in [identities.NAME])",
+        "socket.mode: expected an octal mode like \"0660\", got 'rw'",
+        "identities.default.window: must be between 1 and 366, got 0",
+    ]
+
+
+# --- values that reach Postfix: the reply, main.cf, getpwnam(3) ------------------------------
+
+_PLAIN_ADDRESS_RULE = (
+    " is not one plain address: before the @ use letters, digits, dots between them and "
+    "#$&'*+-/=?^_`{|}~ (no spaces, commas, quotes, brackets, control characters, '!' or '%', "
+    "which Postfix reads as address syntax)"
+)
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "you,kk@example.net",  # Postfix: a list of two recipients, "you" and "kk@example.net"
+        "you kk@example.net",  # the same with a space
+        "you\u0000kk@example.net",  # the reply's C string ends at the NUL
+        "a\u0000b@example.net",
+        "you\u007f@example.net",  # DEL
+        "you\t@example.net",
+        "you\r\n@example.net",
+        "you\u0085@example.net",  # C1 "next line"
+        "you\u2028@example.net",  # Unicode line separator
+        '"you"@example.net',  # a quoted string: RFC 822 syntax
+        "you(comment)@example.net",
+        "you;kk@example.net",
+        "you:kk@example.net",
+        "you\\kk@example.net",
+        "you[kk]@example.net",
+        "you%evil.example@example.net",  # allow_percent_hack: mail to evil.example
+        "evil.example!you@example.net",  # swap_bangpath: mail to evil.example
+        "you@kk@example.net",
+        ".you@example.net",
+        "you.@example.net",
+        "you..kk@example.net",
+    ],
+)
+def test_a_recipient_that_changes_how_postfix_reads_the_reply_is_refused(
+    tmp_path: Path, recipient: str
+) -> None:
+    """Postfix reads 'OK recipient' as an RFC 822 address list; only one plain address passes."""
+    assert problems(tmp_path, config_data(recipient=recipient)) == [
+        f"identities.default.recipient: {recipient!r}{_PLAIN_ADDRESS_RULE}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("recipient", "expected"),
+    [
+        ("you@", "'you@' is not an e-mail address like user@example.org"),
+        ("@example.net", f"'@example.net'{_PLAIN_ADDRESS_RULE}"),
+        ("you@exa mple.net", "'you@exa mple.net' is not an e-mail address like user@example.org"),
+        ("you@[192.0.2.1]", "'you@[192.0.2.1]' is not an e-mail address like user@example.org"),
+        (
+            "You <you@example.net>",
+            "'You <you@example.net>' is not an e-mail address like user@example.org",
+        ),
+        ("y" * 243 + "@example.net", "longer than 254 characters (SMTP's limit)"),
+    ],
+)
+def test_recipient_domain_and_length(tmp_path: Path, recipient: str, expected: str) -> None:
+    assert problems(tmp_path, config_data(recipient=recipient)) == [
+        f"identities.default.recipient: {expected}"
+    ]
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "o'brien@example.net",
+        "first.last+tag@example.net",
+        "a#$&'*+-/=?^_`{|}~z@example.net",
+        "jörg@example.de",  # SMTPUTF8
+        "root@localhost",
+        "UPPER@Example.NET",
+    ],
+)
+def test_plain_recipients_are_accepted(tmp_path: Path, recipient: str) -> None:
+    loaded = load_data(tmp_path, config_data(recipient=recipient), environ={})
+    assert loaded.identities[0].recipient == recipient
+
+
+@pytest.mark.parametrize(
+    "delimiter", [",", " ", "\u0000", "\u007f", "@", "%", "!", "<", '"', "$", "a", "7", "§"]
+)
+def test_a_tag_delimiter_that_changes_the_reply_is_refused(tmp_path: Path, delimiter: str) -> None:
+    """With ',' a tagged mail went to 'you' and to 'kk@example.net'; with NUL it was cut."""
+    assert problems(tmp_path, config_data(tags=True, tag_delimiter=delimiter)) == [
+        (
+            'identities.default.tag_delimiter: must be one of + - _ = . ~, or "" for none (others '
+            f"change how Postfix reads the reply), got {delimiter!r}"
+        )
+    ]
+
+
+@pytest.mark.parametrize("delimiter", ["+", "-", "_", "=", ".", "~", ""])
+def test_safe_tag_delimiters_are_accepted(tmp_path: Path, delimiter: str) -> None:
+    loaded = load_data(tmp_path, config_data(tags=True, tag_delimiter=delimiter), environ={})
+    assert loaded.identities[0].tag_delimiter == delimiter
+
+
+@pytest.mark.parametrize("delimiter", [",", "+ ", "\u0000", "+\u007f", "$", "{", "a", "+@"])
+def test_a_recipient_delimiter_postfix_reads_otherwise_is_refused(
+    tmp_path: Path, delimiter: str
+) -> None:
+    data = {**config_data(), "server": {"recipient_delimiter": delimiter}}
+    assert problems(tmp_path, data) == [
+        (
+            "server.recipient_delimiter: each character must be one of + - _ = . ~ (others change "
+            f"how Postfix reads addresses), got {delimiter!r}"
+        )
+    ]
+
+
+def test_several_recipient_delimiters_and_none(tmp_path: Path) -> None:
+    for delimiter in ("+-", "", "+-_=.~"):
+        data = {**config_data(), "server": {"recipient_delimiter": delimiter}}
+        assert load_data(tmp_path, data, environ={}).server.recipient_delimiter == delimiter
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "expected"),
+    [
+        (
+            "server",
+            "user",
+            "temp\u0000mail",
+            "expected a user name or a numeric uid, got 'temp\\x00mail'",
+        ),
+        ("server", "user", "temp mail", "expected a user name or a numeric uid, got 'temp mail'"),
+        ("server", "user", "-rf", "expected a user name or a numeric uid, got '-rf'"),
+        ("socket", "owner", "post\u0000fix", "expected a name or a numeric id, got 'post\\x00fix'"),
+        ("socket", "group", "post:fix", "expected a name or a numeric id, got 'post:fix'"),
+        ("socket", "group", "", "expected a name or a numeric id, got ''"),
+        ("socket", "group", -1, "expected a name or a numeric id, got an integer"),
+        (
+            "socket",
+            "host",
+            "127.0.0.1\u0000",
+            "expected a host name or IP address like ::1, got '127.0.0.1\\x00'",
+        ),
+        (
+            "metrics",
+            "host",
+            "local host",
+            "expected a host name or IP address like ::1, got 'local host'",
+        ),
+        ("metrics", "host", "", "must not be empty"),
+    ],
+)
+def test_names_and_hosts_are_refused_before_they_reach_the_system(
+    tmp_path: Path, table: str, key: str, value: object, expected: str
+) -> None:
+    """A NUL would make getpwnam(3) or getaddrinfo(3) raise instead of a config error."""
+    assert problems(tmp_path, {**config_data(), table: {key: value}}) == [
+        f"{table}.{key}: {expected}"
+    ]
+
+
+def test_user_and_group_names_as_useradd_takes_them(tmp_path: Path) -> None:
+    data = {
+        **config_data(),
+        "server": {"user": "_tempmail-2.x"},
+        "socket": {"owner": 10001, "group": "postfix", "host": "::1"},
+        "metrics": {"host": "fe80::1%eth0"},
+    }
+    loaded = load_data(tmp_path, data, environ={})
+    assert (loaded.server.user, loaded.socket.owner, loaded.socket.group) == (
+        "_tempmail-2.x",
+        10001,
+        "postfix",
+    )
+
+
+@pytest.mark.parametrize("path", ["/run/temp mail/socket", "/run/a,b", "/run/$queue/s", "/run/{x}"])
+def test_a_socket_path_main_cf_cannot_name_is_refused(tmp_path: Path, path: str) -> None:
+    assert problems(tmp_path, {**config_data(), "socket": {"path": path}}) == [
+        (
+            f"socket.path: {path!r} holds a space, ',', '$', '{{', '}}' or a control character, which "
+            "mean something where main.cf names the socket: choose a path without them"
+        )
+    ]
+
+
+def test_paths_with_a_nul_are_refused_without_being_shown(tmp_path: Path) -> None:
+    data = config_data(
+        secret=None, secret_file="/etc/s\u0000cret", previous_secret_files=["a", "b\u0000c"]
+    )
+    data["socket"] = {"path": "/run/\u0000"}
+    assert problems(tmp_path, data) == [
+        "socket.path: must not contain a NUL character",
+        "identities.default.secret_file: must not contain a NUL character",
+        (
+            "identities.default.previous_secret_files[0]: cannot read the secret file: No such file "
+            "or directory"
+        ),
+        "identities.default.previous_secret_files[1]: must not contain a NUL character",
+    ]
+
+
+def test_a_home_directory_of_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
+    """Path.expanduser() raises RuntimeError for '~nosuchuser'; it is reported like the rest."""
+    data = config_data(secret=None, secret_file="~tempmail-no-such-user/secret")
+    assert problems(tmp_path, data) == [
+        "identities.default.secret_file: starts with '~' and a user name this system does not know"
+    ]
+
+
+@pytest.mark.parametrize("table", ["socket", "metrics"])
+def test_port_0_lets_the_kernel_choose(tmp_path: Path, table: str) -> None:
+    data = {**config_data(), table: {"port": 0}}
+    assert getattr(load_data(tmp_path, data, environ={}), table).port == 0
+    data[table]["port"] = -1
+    assert problems(tmp_path, data) == [f"{table}.port: must be between 0 and 65535, got -1"]
+
+
+def test_a_server_on_port_0_reports_the_port_it_got(start_server: StartServer) -> None:
+    """No test has to probe for a free port (and race for it): the kernel picks, we read it."""
+    running = start_server({**config_data(), "socket": {"type": "inet", "port": 0}})
+    host, _, port = running.target.removeprefix("inet:").rpartition(":")
+    assert (host, int(port) > 0) == ("127.0.0.1", True)
+    assert running.query("nobody@example.org").status is Status.NOTFOUND
+
+
+# --- a secret typed where its path belongs is never shown ------------------------------------
+
+#: What an operator might paste into secret_file by mistake.
+PASTED_SECRET = "Zebra-Quokka-7731-Marmalade"
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"secret": None, "secret_file": PASTED_SECRET},
+        {"secret": None, "secret_file": f"/{PASTED_SECRET}"},
+        {"previous_secret_files": [PASTED_SECRET]},
+        {"previous_secrets": [PASTED_SECRET], "previous_secret_files": [PASTED_SECRET]},
+    ],
+)
+def test_a_secret_given_as_a_secret_file_is_never_shown(
+    tmp_path: Path, where: dict[str, Any]
+) -> None:
+    messages = problems(tmp_path, config_data(**where))
+    assert messages
+    assert not [m for m in messages if PASTED_SECRET in m or "Zebra" in m]
+
+
+def test_a_secret_given_as_a_secret_file_is_not_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path / "c.toml", config_data(secret=None, secret_file=PASTED_SECRET))
+    assert cli.main(["-c", str(path), "address"]) == cli.EX_CONFIG
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        (
+            f"tempmail: {path}: identities.default.secret_file: cannot read the secret file: "
+            "No such file or directory\n"
+        ),
+    )
+
+
+def test_a_secret_given_as_a_secret_file_is_not_logged_at_reload(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = start_server()
+    running.rewrite_config(config_data(secret=None, secret_file=PASTED_SECRET))
+    with caplog.at_level(logging.INFO):
+        assert running.reload() is False
+    assert "identities.default.secret_file: cannot read the secret file" in caplog.text
+    assert PASTED_SECRET not in caplog.text

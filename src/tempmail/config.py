@@ -8,15 +8,18 @@ change to existing files.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import difflib
+import enum
 import importlib.util
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tempmail import schemes
@@ -29,6 +32,11 @@ from tempmail.secret import (
     parse_secret_text,
     read_secret_file,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _typeshed import DataclassInstance
 
 DEFAULT_PATH: Final = Path("/etc/tempmail/config.toml")
 CONFIG_ENV: Final = "TEMPMAIL_CONFIG"
@@ -46,8 +54,28 @@ MAX_ADDRESS_LENGTH: Final = 254
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
-_LOCAL = re.compile(r"[^\s@,<>()\[\]\\;:\"]+")
 _MODE = re.compile(r"0?[0-7]{3}")
+#: Postfix reads an ``OK`` reply of virtual_alias_maps as an RFC 822 address *list*
+#: (virtual(5)): a ',' or a space makes it two recipients, quotes, '<', '(' and '\\' are
+#: address syntax, and a NUL ends the C string early. A recipient is therefore one plain
+#: address: its local part a dot-atom (RFC 5322) of letters, digits and these symbols, which
+#: leave out '!' and '%' because Postfix routes by them (swap_bangpath, allow_percent_hack:
+#: "you%evil.example@example.net" would be sent to evil.example).
+LOCAL_PART_SYMBOLS: Final = "#$&'*+-/=?^_`{|}~"
+#: What may start an address extension (server.recipient_delimiter) or join a tag to the
+#: recipient (tag_delimiter). Each ends up in an address Postfix parses, and
+#: recipient_delimiter also in main.cf (`tempmail postfix-config`), where '$' expands; a
+#: letter or digit would cut codes and tags apart.
+DELIMITERS: Final = "+-_=.~"
+#: Login and group names as useradd(8) accepts them, or numeric ids. A NUL, a space or a
+#: ':' would reach getpwnam(3) or chown(1)-style tools in ways nobody meant.
+_ACCOUNT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+#: A host name, IPv4 or IPv6 address (with an optional %zone), as getaddrinfo(3) takes it.
+_HOST = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")
+#: Characters that have a meaning where Postfix names the socket in main.cf
+#: (virtual_alias_maps = socketmap:unix:PATH:NAME): spaces and ',' separate list items, '$'
+#: expands a parameter, '{' and '}' group (pipemap:{...}), control characters end lines.
+_POSTFIX_PATH_SPECIALS = re.compile(r"[\s,${}\x00-\x1f\x7f]")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 T = TypeVar("T")
@@ -106,6 +134,10 @@ class Identity:
     tag_window: int
     tag_delimiter: str
     revoked_tags: frozenset[str]
+    #: Where ``secrets`` came from, for ``dump()``: the file of the first secret (None when it
+    #: is inline or from $TEMPMAIL_SECRET) and the files of the previous ones, all absolute.
+    secret_file: Path | None = None
+    previous_secret_files: tuple[Path, ...] = ()
 
     @property
     def domain(self) -> str:
@@ -206,6 +238,88 @@ def parse(
     )
 
 
+def dump(config: Config) -> dict[str, Any]:
+    """The TOML data of ``config``, the inverse of :func:`parse`.
+
+    ``parse(dump(c), path=c.path)`` equals ``c`` when its secrets come from files (or from the
+    same environment): secrets are never written. ``secret_file`` and
+    ``previous_secret_files`` keep their (absolute) paths, an inline ``secret`` or
+    ``previous_secrets`` is left out, and whoever means to write one adds it. Every setting
+    is written, defaults included, so a generated file shows where the socket is and how
+    addresses are made; only ``accept`` and ``tag_window`` are left out while they equal
+    what they default to (``[scheme]``, ``window``). The result holds only dicts, lists,
+    str, int, float, bool and dates, ready for tomli-w.
+    """
+    data: dict[str, Any] = {
+        field.name: _dump_fields(getattr(config, field.name))  # [server], [socket], ...
+        for field in dataclasses.fields(config)
+        if field.name not in _NOT_SECTIONS
+    }
+    data["identities"] = {identity.name: _dump_identity(identity) for identity in config.identities}
+    return data
+
+
+#: Fields of Config that are not sections: where and how it was read, and the identities.
+_NOT_SECTIONS: Final = frozenset({"path", "warnings", "files", "identities"})
+#: Fields of Identity that are not keys of its table.
+_NOT_IDENTITY_KEYS: Final = frozenset({"name", "secrets", "domains"})
+
+
+def _dump_identity(identity: Identity) -> dict[str, Any]:
+    table: dict[str, Any] = (
+        {"domain": identity.domain}
+        if len(identity.domains) == 1
+        else {"domains": list(identity.domains)}
+    )
+    table |= _dump_fields(identity, skip=_NOT_IDENTITY_KEYS)
+    # Keys whose default follows another key are left out while they follow it, so that they
+    # keep following it when that key is edited later.
+    if identity.accept == (identity.scheme,):
+        del table["accept"]
+    if identity.tag_window == identity.window:
+        del table["tag_window"]
+    return table
+
+
+def _dump_fields(settings: DataclassInstance, skip: Collection[str] = ()) -> dict[str, Any]:
+    """Each field of a settings dataclass as a TOML value; None (unset) is left out."""
+    table = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in _FILE_MODES:
+            table[field.name] = f"{value:04o}"
+        elif field.name not in skip and value is not None:
+            table[field.name] = _toml_value(value, field.name)
+    return table
+
+
+#: Fields that hold a file mode: an int here, an octal string in the file ("0660").
+_FILE_MODES: Final = frozenset({"mode"})
+
+
+#: How values that TOML has no type for are written (parse() reads them back).
+_TOML_FORMS: Final[tuple[tuple[type, Callable[[Any], str]], ...]] = (
+    (Path, str),
+    (enum.Enum, lambda member: member.value),
+    (schemes.Scheme, lambda scheme: scheme.name),
+    (ZoneInfo, lambda zone: zone.key),
+)
+
+
+def _toml_value(value: object, name: str) -> Any:  # noqa: ANN401 - any TOML value
+    if isinstance(value, bool | int | float | str | dt.date):
+        return value
+    if isinstance(value, tuple | frozenset):
+        items = [_toml_value(item, name) for item in value]
+        return sorted(items) if isinstance(value, frozenset) else items
+    for kind, form in _TOML_FORMS:
+        if isinstance(value, kind):
+            return form(value)
+    # A new setting of a new type: say which, rather than write something parse() refuses.
+    message = f"config.dump: no TOML form for {name} ({type(value).__name__})"
+    raise TypeError(message)
+
+
 def _has_inline_secret(data: Mapping[str, Any]) -> bool:
     identities = data.get("identities")
     if not isinstance(identities, dict):
@@ -225,14 +339,18 @@ def _server(table: _Table) -> ServerSettings:
     if not _NAME.fullmatch(map_name):
         table.problem("map_name", "use letters, digits, '_', '.' or '-' (at most 64)")
     delimiter = table.get("recipient_delimiter", str, default.recipient_delimiter)
-    if any(c.isspace() or c == "@" or not c.isprintable() or not c.isascii() for c in delimiter):
+    if any(c not in DELIMITERS for c in delimiter):
         table.problem(
-            "recipient_delimiter", "ASCII characters only, and no '@', spaces or control characters"
+            "recipient_delimiter",
+            f"each character must be one of {' '.join(DELIMITERS)} (others change how Postfix "
+            f"reads addresses), got {delimiter!r}",
         )
     permissions = table.choice(
         "secret_permissions", [p.value for p in Permissions], default.secret_permissions.value
     )
     user = table.get("user", str, "")
+    if user and not _ACCOUNT.fullmatch(user):
+        table.problem("user", f"expected a user name or a numeric uid, got {user!r}")
     settings = ServerSettings(
         map_name=map_name,
         max_query_length=table.integer(
@@ -262,7 +380,13 @@ def _socket(table: _Table) -> SocketSettings:
     default = SocketSettings()
     kind = table.choice("type", ["unix", "inet"], default.type)
     path = table.path("path") or default.path
-    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+    if _POSTFIX_PATH_SPECIALS.search(str(path)):
+        table.problem(
+            "path",
+            f"{str(path)!r} holds a space, ',', '$', '{{', '}}' or a control character, which "
+            "mean something where main.cf names the socket: choose a path without them",
+        )
+    elif len(os.fsencode(path)) > MAX_UNIX_PATH:
         table.problem(
             "path",
             f"{path} is {len(os.fsencode(path))} bytes long; unix socket paths are limited to "
@@ -272,17 +396,14 @@ def _socket(table: _Table) -> SocketSettings:
     if not _MODE.fullmatch(mode_text):
         table.problem("mode", f'expected an octal mode like "0660", got {mode_text!r}')
         mode_text = "0660"
-    host = table.get("host", str, default.host)
-    if not host:
-        table.problem("host", "must not be empty")
     settings = SocketSettings(
         type=cast("Literal['unix', 'inet']", kind),
         path=path,
         owner=table.user_or_id("owner"),
         group=table.user_or_id("group"),
         mode=int(mode_text, 8),
-        host=host,
-        port=table.integer("port", default.port, 1, 65535),
+        host=table.host("host", default.host),
+        port=table.integer("port", default.port, 0, 65535),  # 0: the kernel picks one
     )
     table.done()
     return settings
@@ -292,8 +413,8 @@ def _metrics(table: _Table) -> MetricsSettings:
     default = MetricsSettings()
     settings = MetricsSettings(
         enabled=table.get("enabled", bool, default.enabled),
-        host=table.get("host", str, default.host),
-        port=table.integer("port", default.port, 1, 65535),
+        host=table.host("host", default.host),
+        port=table.integer("port", default.port, 0, 65535),  # 0: the kernel picks one
         summary_interval=table.number("summary_interval", default.summary_interval, 0, 86400),
     )
     table.done()
@@ -317,7 +438,7 @@ def _identities(
     for name in names:
         if not _NAME.fullmatch(name):
             table.problem(name, "identity names use letters, digits, '_', '.' or '-'")
-        identity = _identity(name, table.table(name), server, env_secret)
+        identity = _identity(name, table.table(name, label="[identities.NAME]"), server, env_secret)
         if identity is not None:
             identities.append(identity)
     return tuple(identities)
@@ -330,8 +451,8 @@ def _identity(
     recipient = table.optional("recipient", str)
     if recipient is None:
         table.problem("recipient", "missing: the permanent address that receives the mail")
-    elif not _valid_address(recipient):
-        table.problem("recipient", f"{recipient!r} is not an e-mail address like user@example.org")
+    elif problem := _address_problem(recipient):
+        table.problem("recipient", problem)
     scheme, accept = _schemes(table)
     length = table.integer("length", 8, 1, min(s.max_length for s in accept))
     window = table.integer("window", 2, 1, 366)
@@ -339,22 +460,28 @@ def _identity(
     tags = table.get("tags", bool, False)
     tag_window = table.integer("tag_window", window, 1, 366)
     tag_delimiter = table.get("tag_delimiter", str, "+")
-    if len(tag_delimiter) > 1 or tag_delimiter.isspace() or tag_delimiter == "@":
-        table.problem("tag_delimiter", "must be one character other than '@' or space, or empty")
+    if len(tag_delimiter) > 1 or (tag_delimiter and tag_delimiter not in DELIMITERS):
+        table.problem(
+            "tag_delimiter",
+            f'must be one of {" ".join(DELIMITERS)}, or "" for none (others change how '
+            f"Postfix reads the reply), got {tag_delimiter!r}",
+        )
     revoked = _revoked_tags(table)
     if tags and schemes.HMAC not in accept:
         table.problem("tags", "tagged addresses need the hmac scheme in 'accept'")
-    secrets = _secrets(table, server, env_secret)
+    sources = _secrets(table, server, env_secret)
     if length < WEAK_CODE_LENGTH:
         table.warn("length", f"codes of {length} hex digits can be guessed by sending mail")
     table.done()
-    if not domains or recipient is None or not secrets or table.reader.failed:
+    if not domains or recipient is None or not sources.secrets or table.reader.failed:
         return None
     return Identity(
         name=name,
         domains=domains,
         recipient=recipient,
-        secrets=secrets,
+        secrets=sources.secrets,
+        secret_file=sources.file,
+        previous_secret_files=sources.previous_files,
         scheme=scheme,
         accept=accept,
         length=length,
@@ -412,33 +539,78 @@ def _domains(table: _Table) -> tuple[str, ...]:
     return tuple(domains)
 
 
-def _valid_address(address: str) -> bool:
+def _address_problem(address: str) -> str | None:
+    """Why ``address`` is not one plain address Postfix reads as it is, or None."""
     local, at, domain = address.rpartition("@")
-    return (
-        bool(at)
-        and len(address) <= MAX_ADDRESS_LENGTH
-        and _LOCAL.fullmatch(local) is not None
-        and _DOMAIN.fullmatch(domain.lower()) is not None
+    if len(address) > MAX_ADDRESS_LENGTH:
+        return f"longer than {MAX_ADDRESS_LENGTH} characters (SMTP's limit)"
+    if not at or not _DOMAIN.fullmatch(domain.lower()):
+        return f"{address!r} is not an e-mail address like user@example.org"
+    if not all(atom and all(map(_atom_character, atom)) for atom in local.split(".")):
+        return (
+            f"{address!r} is not one plain address: before the @ use letters, digits, dots "
+            f"between them and {LOCAL_PART_SYMBOLS} (no spaces, commas, quotes, brackets, "
+            "control characters, '!' or '%', which Postfix reads as address syntax)"
+        )
+    return None
+
+
+def _atom_character(char: str) -> bool:
+    if char.isascii():
+        return char.isalnum() or char in LOCAL_PART_SYMBOLS
+    # UTF-8 local parts (RFC 6531): Postfix takes non-ASCII bytes as atom characters, but
+    # invisible separators and C1 controls have no place in an address.
+    return char.isprintable() and not char.isspace()
+
+
+@dataclass(frozen=True, slots=True)
+class _SecretSources:
+    secrets: tuple[Secret, ...]
+    file: Path | None
+    previous_files: tuple[Path, ...]
+
+
+def _secrets(table: _Table, server: ServerSettings, env_secret: str | None) -> _SecretSources:
+    current, file = _current_secret(table, server, env_secret)
+    found = [current] if current is not None else []
+    found.extend(
+        table.secret_text("previous_secrets", text)
+        for text in table.list_of("previous_secrets", str, [])
     )
+    previous_files = []
+    for index, raw_path in enumerate(table.list_of("previous_secret_files", str, [])):
+        key = f"previous_secret_files[{index}]"
+        path = table.resolve(key, raw_path)
+        if path is not None:
+            previous_files.append(path)
+            found.append(table.secret_file(key, path, server.secret_permissions))
+    if not found or table.reader.failed:
+        return _SecretSources((), None, ())
+    return _SecretSources(tuple(found), file, tuple(previous_files))
 
 
-def _secrets(table: _Table, server: ServerSettings, env_secret: str | None) -> tuple[Secret, ...]:
+def _current_secret(
+    table: _Table, server: ServerSettings, env_secret: str | None
+) -> tuple[Secret | None, Path | None]:
+    """The secret that generates addresses, and its file when it comes from one."""
     inline = table.optional("secret", str)
     file = table.path("secret_file")
-    found: list[Secret] = []
     if inline is not None and file is not None:
         table.problem("secret", "give either 'secret' or 'secret_file', not both")
     elif (inline is not None or file is not None) and env_secret is not None:
         key = "secret" if inline is not None else "secret_file"
         table.problem(key, f"also given in {SECRET_ENV}; remove one of the two")
     elif inline is not None:
-        found.append(table.secret_text("secret", inline))
+        return table.secret_text("secret", inline), None
     elif file is not None:
-        found.append(table.secret_file("secret_file", file, server.secret_permissions))
+        return table.secret_file("secret_file", file, server.secret_permissions), file
+    elif "secret_file" in table.data:
+        pass  # given, but unusable: that problem is recorded, "missing" would be wrong
     elif env_secret is not None:
         try:
             # os.environ holds undecodable bytes as surrogates: keep them to report them.
-            found.append(parse_secret_text(env_secret.encode(errors="surrogateescape"), SECRET_ENV))
+            secret = env_secret.encode(errors="surrogateescape")
+            return parse_secret_text(secret, SECRET_ENV), None
         except ValueError as exc:
             table.reader.problem("", str(exc))
     else:
@@ -446,14 +618,7 @@ def _secrets(table: _Table, server: ServerSettings, env_secret: str | None) -> t
             "secret_file",
             f"missing: set secret_file (recommended), secret, or the {SECRET_ENV} variable",
         )
-    found.extend(
-        table.secret_text("previous_secrets", text)
-        for text in table.list_of("previous_secrets", str, [])
-    )
-    for raw_path in table.list_of("previous_secret_files", str, []):
-        path = table.reader.resolve(raw_path)
-        found.append(table.secret_file("previous_secret_files", path, server.secret_permissions))
-    return tuple(found) if found and not table.reader.failed else ()
+    return None, None
 
 
 # --- reading helpers ------------------------------------------------------------------------
@@ -465,9 +630,12 @@ class _Reader:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
-        self.problems: list[str] = []
+        # An unknown key is worded only at the end, when every table has said which keys it
+        # reads: a key that belongs in another table is told where it belongs.
+        self.problems: list[str | _UnknownKey] = []
         self.warnings: list[str] = []
         self.files_read: list[Path] = []  # secret files, absolute, in the order read
+        self.tables: dict[str, set[str]] = {}  # table label -> the keys it reads
 
     @property
     def failed(self) -> bool:
@@ -480,12 +648,33 @@ class _Reader:
     def warn(self, key: str, message: str) -> None:
         self.warnings.append(f"{self.source}: {key}: {message}")
 
-    def resolve(self, raw: str) -> Path:
-        return self.base_dir / Path(raw).expanduser()
-
     def raise_problems(self) -> None:
         if self.problems:
-            raise ConfigError(self.problems)
+            raise ConfigError([self._worded(problem) for problem in self.problems])
+
+    def _worded(self, problem: str | _UnknownKey) -> str:
+        if isinstance(problem, str):
+            return problem
+        homes = [
+            label
+            for label, keys in self.tables.items()
+            if problem.name in keys and label != problem.table
+        ]
+        if homes:
+            hint = f" (it belongs in {' or '.join(homes)})"
+        elif problem.close_match:
+            hint = f" (did you mean {problem.close_match!r}?)"
+        else:
+            hint = ""
+        return f"{self.source}: {problem.key}: unknown key{hint}"
+
+
+@dataclass(frozen=True, slots=True)
+class _UnknownKey:
+    key: str  # dotted, as reported
+    name: str  # as written
+    table: str  # the label of the table it was found in
+    close_match: str | None  # a key of that table spelled alike
 
 
 _TYPE_NAMES: Final = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
@@ -502,10 +691,13 @@ def _type_name(value: object) -> str:
 class _Table:
     """One TOML table: typed getters that record problems and remember the keys they read."""
 
-    def __init__(self, reader: _Reader, data: Mapping[str, Any], prefix: str) -> None:
+    def __init__(
+        self, reader: _Reader, data: Mapping[str, Any], prefix: str, label: str = "the top level"
+    ) -> None:
         self.reader = reader
         self.data = data
         self.prefix = prefix
+        self.label = label  # how a hint names this kind of table: "[server]", "[identities.NAME]"
         self.seen: set[str] = set()
 
     def key(self, name: str) -> str:
@@ -521,13 +713,14 @@ class _Table:
         self.seen.update(self.data)
         return list(self.data)
 
-    def table(self, name: str) -> _Table:
+    def table(self, name: str, label: str | None = None) -> _Table:
+        """The sub-table ``name``; ``label`` names its kind in hints (default ``[KEY]``)."""
         self.seen.add(name)
         value = self.data.get(name, {})
         if not isinstance(value, dict):
             self.problem(name, f"expected a table, got {_type_name(value)}")
             value = {}
-        return _Table(self.reader, value, self.key(name))
+        return _Table(self.reader, value, self.key(name), label or f"[{self.key(name)}]")
 
     def get(self, name: str, kind: type[T], default: T) -> T:
         value = self.optional(name, kind)
@@ -593,12 +786,35 @@ class _Table:
 
     def path(self, name: str) -> Path | None:
         raw = self.optional(name, str)
-        if raw is None:
-            return None
+        return None if raw is None else self.resolve(name, raw)
+
+    def resolve(self, name: str, raw: str) -> Path | None:
+        """``raw`` as an absolute path, relative to the config file's folder.
+
+        Problems never quote ``raw``: a secret pasted where its file's path belongs must not be
+        printed at start or logged at every reload.
+        """
         if not raw:
             self.problem(name, "must not be empty")
             return None
-        return self.reader.resolve(raw)
+        if "\0" in raw:
+            self.problem(name, "must not contain a NUL character")
+            return None
+        try:
+            return self.reader.base_dir / Path(raw).expanduser()
+        except RuntimeError:  # "~name/..." for a user this system does not have
+            self.problem(name, "starts with '~' and a user name this system does not know")
+            return None
+
+    def host(self, name: str, default: str) -> str:
+        host = self.get(name, str, default)
+        if not host:
+            self.problem(name, "must not be empty")
+            return default
+        if not _HOST.fullmatch(host):
+            self.problem(name, f"expected a host name or IP address like ::1, got {host!r}")
+            return default
+        return host
 
     def user_or_id(self, name: str) -> str | int | None:
         self.seen.add(name)
@@ -607,9 +823,10 @@ class _Table:
             return None
         if type(value) is int and value >= 0:
             return value
-        if type(value) is str and value:
+        if type(value) is str and _ACCOUNT.fullmatch(value):
             return value
-        self.problem(name, f"expected a name or a numeric id, got {_type_name(value)}")
+        wrong = repr(value) if type(value) is str else _type_name(value)
+        self.problem(name, f"expected a name or a numeric id, got {wrong}")
         return None
 
     def timezone(self, name: str, default: str) -> ZoneInfo:
@@ -648,8 +865,10 @@ class _Table:
             )
 
     def done(self) -> None:
-        """Report keys nobody asked for, with a suggestion when one is close."""
+        """Report keys nobody asked for: where they belong, or a key spelled alike."""
+        self.reader.tables.setdefault(self.label, set()).update(self.seen)
         for unknown in sorted(set(self.data) - self.seen):
             close = difflib.get_close_matches(unknown, sorted(self.seen), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(unknown, f"unknown key{hint}")
+            self.reader.problems.append(
+                _UnknownKey(self.key(unknown), unknown, self.label, close[0] if close else None)
+            )

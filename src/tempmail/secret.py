@@ -6,10 +6,13 @@ import enum
 import hmac
 import os
 import stat
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+#: A secret file holds one secret; reading stops after this many bytes.
+MAX_SECRET_FILE: Final = 64 * 1024
 
 
 class Secret:
@@ -51,8 +54,13 @@ class Permissions(enum.Enum):
     ANY = "any"  # anyone may read: only for throw-away development setups
 
 
-def check_permissions(path: Path, mode: int, allowed: Permissions) -> str | None:
-    """Why ``path`` (with ``mode``) is too open for a secret, or None when it is fine."""
+def check_permissions(path: Path | None, mode: int, allowed: Permissions) -> str | None:
+    """Why a file with ``mode`` is too open for a secret, or None when it is fine.
+
+    ``path`` is named in the message and its ``chmod`` hint; None words the message for "the
+    secret file" instead, for paths that must not be shown (a secret typed where a path
+    belongs would otherwise be printed).
+    """
     if allowed is Permissions.ANY:
         return None
     too_open = stat.S_IRWXO | (0 if allowed is Permissions.GROUP else stat.S_IRWXG)
@@ -65,36 +73,42 @@ def check_permissions(path: Path, mode: int, allowed: Permissions) -> str | None
         if allowed is Permissions.PRIVATE and not mode & stat.S_IRWXO
         else ""
     )
-    return (
-        f"{path} is accessible by {who} (mode {stat.S_IMODE(mode):04o}); "
-        f"run 'chmod {fixed_mode} {path}'{hint}"
+    subject, chmod = (
+        (str(path), f"'chmod {fixed_mode} {path}'")
+        if path is not None
+        else ("the secret file", f"'chmod {fixed_mode}' on it")
     )
+    return f"{subject} is accessible by {who} (mode {stat.S_IMODE(mode):04o}); run {chmod}{hint}"
 
 
 def read_secret_file(path: Path, allowed: Permissions) -> Secret:
     """Read one secret from ``path``: UTF-8 text, one trailing newline ignored.
 
-    Raises ``ValueError`` with a message that says how to fix the file.
+    Raises ``ValueError`` with a message that says how to fix the file. The messages never
+    contain ``path``: an operator who pasted the secret where its path belongs would see it
+    printed at start and logged at every reload. The caller names the configuration key.
     """
     try:
         # O_NONBLOCK: a FIFO or a device must not hang the start or a reload; it is refused
         # below as not a regular file.
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        raise ValueError(f"cannot read the secret file: {exc.strerror}") from None
+    except ValueError:  # an embedded NUL; os.open() echoes nothing, but says it oddly
+        raise ValueError("cannot read the secret file: the path holds a NUL character") from None
     try:
         info = os.fstat(fd)  # the file we read, not whatever the path points to later
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        problem = check_permissions(path, info.st_mode, allowed)
+            raise ValueError("the secret file is not a regular file")
+        problem = check_permissions(None, info.st_mode, allowed)
         if problem:
             raise ValueError(problem)
-        raw = os.read(fd, 64 * 1024 + 1)
+        raw = os.read(fd, MAX_SECRET_FILE + 1)
     finally:
         os.close(fd)
-    if len(raw) > 64 * 1024:
-        raise ValueError(f"{path} is larger than 64 KiB; a secret file holds one secret")
-    return parse_secret_text(raw, str(path))
+    if len(raw) > MAX_SECRET_FILE:
+        raise ValueError("the secret file is larger than 64 KiB; a secret file holds one secret")
+    return parse_secret_text(raw, "the secret file")
 
 
 def parse_secret_text(raw: bytes, where: str) -> Secret:

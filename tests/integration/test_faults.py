@@ -376,7 +376,7 @@ BROKEN_CONFIGS: dict[str, tuple[Callable[[dict[str, Any], str], str | dict[str, 
     ),
     "missing-secret-file": (
         missing_secret_file,
-        f"identities.default.secret_file: cannot read {SECRET_DIR}/gone: No such file or directory",
+        "identities.default.secret_file: cannot read the secret file: No such file or directory",
     ),
 }
 
