@@ -55,3 +55,8 @@ labelled_build() {
 }
 labelled_build --build-arg PIP_NO_INDEX=1 -t "$SIDECAR_IMAGE" -f container/Containerfile .
 labelled_build -t "$POSTFIX_IMAGE" -f container/postfix/Containerfile container/postfix
+# A plain Debian 12 mail host (Debian's Postfix, systemd; nothing of tempmail) for the tests that
+# run the README's host and systemd sections verbatim (tests/integration/debian_host.py).
+HOST_IMAGE=${TEMPMAIL_HOST_IMAGE:-localhost/tempmail-test-host:$VERSION}
+build -t "$HOST_IMAGE" -f tests/integration/images/debian-host/Containerfile \
+  tests/integration/images/debian-host

@@ -25,6 +25,7 @@ from typing import Final
 
 from tempmail import config, generate, socketmap
 from tempmail.errors import ProtocolError
+from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import Resolver
 from tempmail.netstring import (
     END,
@@ -35,7 +36,7 @@ from tempmail.netstring import (
     Oversized,
     Truncated,
 )
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Session
 from tempmail.socketmap import Status
 
 # The session logs every protocol error; millions of them are noise here (and slow).

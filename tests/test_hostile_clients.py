@@ -45,8 +45,8 @@ from helpers_hostile import (
 from tempmail import config as config_module
 from tempmail import listeners
 from tempmail.client import Client
+from tempmail.handler import Handler
 from tempmail.server import Server
-from tempmail.session import Handler
 
 IDENT = identity()
 VALID = addresses(IDENT)[0]

@@ -31,6 +31,7 @@ from helpers_hostile import (
 )
 from tempmail import generate, netstring, socketmap
 from tempmail.config import parse
+from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import Resolver
 from tempmail.netstring import (
     END,
@@ -41,7 +42,7 @@ from tempmail.netstring import (
     Oversized,
     Truncated,
 )
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Session
 from tempmail.socketmap import Status
 
 if TYPE_CHECKING:

@@ -179,7 +179,7 @@ def test_reload_changes_secret_and_keeps_old_config_on_error(
     assert running.query(today_key(secret=new_secret)).data == RECIPIENT
     assert running.server.stats.reloads_ok == 1
     assert running.server.stats.reloads_failed == 1
-    assert "reload failed, still serving the previous configuration" in caplog.text
+    assert "reload failed (signal), still serving the previous configuration" in caplog.text
     assert "identities.default.recipient: missing" in caplog.text
 
 
@@ -358,5 +358,8 @@ def test_reload_warns_about_settings_that_need_a_restart(
     data["socket"] = {"path": running.target.removeprefix("unix:")}
     running.rewrite_config(data)
     assert running.reload() is True
-    assert "changes take effect at the next restart" in caplog.text
+    assert (
+        "changes to server.event_loop take effect at the next restart; the running server "
+        "keeps the previous values" in caplog.text
+    )
     assert running.server.config.server.idle_timeout == 30

@@ -11,8 +11,9 @@ import pytest
 from helpers import RECIPIENT, SECRET, at, config_data
 from tempmail import schemes
 from tempmail.config import parse
+from tempmail.handler import Handler, HandlerRef
 from tempmail.netstring import encode
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Session
 
 NOW = at("2026-11-27T12:00:00+00:00")
 CODE = schemes.code(schemes.HMAC, dt.date(2026, 11, 27), SECRET.encode(), 8)
@@ -139,7 +140,7 @@ def test_debug_log_has_one_line_per_lookup_without_the_secret(
     with caplog.at_level(logging.DEBUG, "tempmail"):
         s, _ = session()
         s.receive(request(f"{CODE}@example.org") + request("no\x00pe@example.org"), NOW)
-    lines = [r.getMessage() for r in caplog.records if r.name == "tempmail.session"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tempmail.handler"]
     assert lines == [
         f"lookup key={CODE}@example.org result=OK identity=default date=2026-11-27 scheme=hmac",
         "lookup key=no\\x00pe@example.org result=NOTFOUND",

@@ -42,9 +42,10 @@ import anyio
 
 from tempmail import config as config_module
 from tempmail import listeners, logs
+from tempmail.handler import Handler, HandlerRef
 from tempmail.privileges import drop_privileges
 from tempmail.server import Server
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Session
 from tempmail.stats import Stats
 
 if TYPE_CHECKING:

@@ -28,9 +28,10 @@ import common
 
 from tempmail import config as config_module
 from tempmail import generate
+from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import AddressTable
 from tempmail.netstring import NetstringDecoder
-from tempmail.session import Handler, HandlerRef, Session
+from tempmail.session import Session
 
 
 def main() -> int:

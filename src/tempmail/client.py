@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from typing import TYPE_CHECKING, Self
 
 from tempmail import netstring, socketmap
@@ -76,6 +77,20 @@ class Client:
             if isinstance(event, netstring.Oversized):  # pragma: no cover - limit is the maximum
                 raise ProtocolError("reply too long")
             self._decoder.feed(self._sock.recv(65536))
+
+    def peer_pid(self) -> int | None:
+        """The PID of the process that listens on a unix socket (SO_PEERCRED), else None.
+
+        The kernel records it when the socket starts listening, so it cannot be forged by the
+        server's replies; with systemd's socket activation it is systemd's own PID.
+        """
+        if self._sock.family != socket.AF_UNIX:
+            return None
+        credentials = self._sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        pid, _, _ = struct.unpack("3i", credentials)
+        return int(pid)
 
     def send_raw(self, data: bytes) -> None:
         """Send arbitrary bytes (tests use this for malformed requests)."""

@@ -4,140 +4,269 @@ Why callbacks and not an anyio stream per connection: measured on this project's
 (docs/benchmarks.md), anyio's stream layer and per-connection task machinery cost about half
 of every lookup and about 100 µs per new connection (Postfix's ``postmap -q`` and every
 short-lived Postfix process open one). A transport keeps the reader registered for the
-connection's whole life and answers in the same callback that delivered the bytes. The
-server around it (accepting, the connection cap, idle timeouts, signals, reloads, shutdown) is
-still anyio; anyio's own streams use these same asyncio transports underneath.
+connection's whole life and answers in the callback that delivered the bytes. The server around
+it (accepting, the connection cap, idle timeouts, signals, reloads, shutdown) is anyio; anyio's
+own streams use these same asyncio transports underneath.
 
-Flow control: replies are produced in batches of at most ``REPLY_BUDGET`` bytes; when the
-transport's write buffer passes its high-water mark (the client does not read), the protocol
-stops reading and stops answering until the buffer drains, so a client can make the server
-hold at most one read, one batch and the write buffer's high-water mark.
+The connection owns its state. The server that accepted it reads that state (``last_active``,
+``held``, ``idle``, ``reading_replies``, ``close_reason``) and states its intent through
+methods (``begin_shutdown``, ``expire``, ``evict``, ``abort``); the connection reports to the
+server (its :class:`Owner`) when it opens, when what it holds changes a lot, and when it is gone.
+
+Fairness and flow control:
+
+* requests are answered in turns (session.py): after a turn with requests left, the connection
+  stops reading and schedules its next turn behind every other ready callback of the event
+  loop, so one pipelining client cannot keep the loop to itself;
+* when the transport's write buffer passes its high-water mark (the client does not read its
+  replies), the connection stops reading and stops answering until the buffer drains. What a
+  connection holds is then bounded by one read, one turn's replies and the write buffer's
+  high-water mark; what all connections together hold is bounded by the server, which evicts
+  the connections holding the most (server.py).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import enum
+import fcntl
 import logging
-from typing import TYPE_CHECKING, Protocol, cast
+import termios
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from tempmail.session import Next, Session
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tempmail.session import HandlerRef
+    from tempmail.handler import HandlerRef
 
 log = logging.getLogger(__name__)
 
+#: Changes in held bytes smaller than this are not reported to the owner (a lookup's reply is
+#: tens of bytes): the owner's total may be off by this much per connection, no more.
+HELD_REPORT_STEP: Final = 4096
+
+
+class CloseReason(enum.Enum):
+    """Why a connection ended."""
+
+    ENDED = "ended"  # the client closed it, or broke the protocol (answered PERM first)
+    IDLE = "idle"  # no complete request answered for idle_timeout
+    EVICTED_IDLE = "evicted idle"  # at max_connections: the connection idle longest
+    EVICTED_HELD = "evicted held"  # all connections held too much: this one held the most
+    SHUTDOWN = "shutdown"  # the server stops
+    ERROR = "error"  # an unexpected error while serving it (logged)
+
 
 class Owner(Protocol):
-    """What a connection needs from the server that accepted it."""
+    """What a connection tells the server that accepted it."""
 
     def connection_opened(self, connection: SocketmapConnection) -> None:
         """The transport is ready."""
 
+    def held_changed(self, connection: SocketmapConnection, held: int) -> None:
+        """What the connection holds changed by at least ``HELD_REPORT_STEP`` bytes."""
+
     def connection_closed(self, connection: SocketmapConnection) -> None:
-        """The connection is gone (whoever closed it)."""
+        """The connection is gone (whoever closed it); ``close_reason`` says why."""
 
 
 class SocketmapConnection(asyncio.Protocol):
     """Serves socketmap requests on one transport."""
 
-    def __init__(  # noqa: PLR0913 - the server's collaborators, injected
+    def __init__(
         self,
         owner: Owner,
         ref: HandlerRef,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
-        token: object | None,
         *,
-        closing: bool = False,
+        draining: bool = False,
     ) -> None:
         self._owner = owner
         self._session = Session(ref)
         self._clock = clock
         self._monotonic = monotonic
         self._transport: asyncio.Transport | None = None
-        self._writing_paused = False
-        self.token = token  # the claim on one of max_connections (None: not counted)
-        self.last_active = monotonic()  # when a complete request was last answered
-        self.closing = closing  # answer what has arrived, then close
-        self.evicted = False
-        self.idle_closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_active = monotonic()
+        self._writing_paused = False  # the client does not read its replies
+        self._turn_scheduled = False  # a turn is queued behind the other ready callbacks
+        self._reading_paused = False
+        self._draining = draining  # answer what has arrived, then close
+        self._reported_held = 0
+        self._close_reason: CloseReason | None = CloseReason.SHUTDOWN if draining else None
+
+    # --- state, for the server -------------------------------------------------------------
+
+    @property
+    def last_active(self) -> float:
+        """Monotonic time when a complete request was last answered (or the connection made)."""
+        return self._last_active
+
+    @property
+    def held(self) -> int:
+        """Bytes held for this connection: unanswered requests and unsent replies."""
+        transport = self._transport
+        writing = transport.get_write_buffer_size() if transport is not None else 0
+        return self._session.buffered + writing
+
+    @property
+    def reading_replies(self) -> bool:
+        """False while the client lets its replies pile up (the write buffer is full)."""
+        return not self._writing_paused
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to answer and nothing to send: closing it now loses nothing.
+
+        A connection holding only part of a request is idle: nothing can be answered for it.
+        """
+        transport = self._transport
+        return (
+            not self._writing_paused
+            and not self._turn_scheduled
+            and (transport is None or transport.get_write_buffer_size() == 0)
+        )
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the connection ended, or is ending; None while it is open."""
+        return self._close_reason
+
+    # --- intent, from the server -----------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Answer the requests that have arrived, then close.
+
+        "Arrived" includes bytes still in the kernel's receive queue: they are read and
+        answered. A connection with nothing to answer closes at once.
+        """
+        self._close_reason = self._close_reason or CloseReason.SHUTDOWN
+        self._draining = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._turn_scheduled or self._writing_paused:
+            return  # the turn in progress closes it once everything is answered
+        if self._reading_paused:
+            self._resume_reading()
+        if self._bytes_in_kernel() == 0:
+            transport.close()  # after the replies already written
+
+    def expire(self) -> None:
+        """Close a connection that made no progress for the idle timeout."""
+        self._end_at_once(CloseReason.IDLE)
+
+    def evict(self, reason: CloseReason) -> None:
+        """Close at once to make room (``EVICTED_IDLE``) or free memory (``EVICTED_HELD``)."""
+        self._end_at_once(reason)
+
+    def abort(self) -> None:
+        """Close at once, dropping unwritten replies (the shutdown's grace has run out)."""
+        self._end_at_once(CloseReason.SHUTDOWN)
+
+    def _end_at_once(self, reason: CloseReason) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if self._close_reason in (None, CloseReason.SHUTDOWN):
+            self._close_reason = reason  # the first specific reason is the one counted
+        transport.abort()  # abort, even when closing: its client may not be reading at all
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         # A stream transport (uvloop's do not subclass asyncio.Transport, hence no isinstance).
         self._transport = cast("asyncio.Transport", transport)
+        self._loop = asyncio.get_running_loop()
         self._owner.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
         self._session.feed(data)
-        self._answer()
+        if not self._turn_scheduled and not self._writing_paused:
+            self._take_turn()
 
     def eof_received(self) -> bool:  # noqa: D102
         self._session.feed(b"")
-        self._answer()
-        return False  # close our side too
+        if not self._turn_scheduled and not self._writing_paused:
+            self._take_turn()
+        return True  # half-closed: the turns close the transport once all is answered
 
     def pause_writing(self) -> None:  # noqa: D102
-        # The client does not read its replies: stop reading its requests until it does.
         self._writing_paused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._pause_reading()
+        self._report_held()
 
     def resume_writing(self) -> None:  # noqa: D102
         self._writing_paused = False
-        self._answer()  # requests left in the decoder while paused
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        if not self._turn_scheduled:
+            self._take_turn()  # requests left in the decoder while paused
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         if exc is not None:
             log.debug("connection lost: %s", exc)
+        self._close_reason = self._close_reason or CloseReason.ENDED
         self._owner.connection_closed(self)
 
-    # --- the server's view --------------------------------------------------------------------
+    # --- turns ------------------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        """Whether replies are still to be written, or held back for a client that does not read.
-
-        Requests are answered as soon as they are complete, so a connection holding only part
-        of a request is not busy: nothing can be answered for it.
-        """
-        transport = self._transport
-        return self._writing_paused or (
-            transport is not None and transport.get_write_buffer_size() > 0
-        )
-
-    def close(self) -> None:
-        """Close after writing what is buffered."""
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        """Close at once, dropping unwritten replies (a client that does not read)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _answer(self) -> None:
+    def _take_turn(self) -> None:
+        self._turn_scheduled = False
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         try:
-            while not self._writing_paused:
-                replies, next_step = self._session.answer(self._clock())
-                if replies:
-                    transport.write(replies)
-                    self.last_active = self._monotonic()
-                if next_step is Next.CLOSE or (next_step is Next.READ and self.closing):
-                    transport.close()  # after the replies are written
-                    return
-                if next_step is Next.READ:
-                    return
+            replies, next_step = self._session.answer(self._clock())
         except Exception:
             # One broken connection must never take the server down.
             log.exception("unexpected error while serving a connection; closing it")
+            self._close_reason = CloseReason.ERROR
             transport.abort()
+            return
+        if replies:
+            transport.write(replies)
+            self._last_active = self._monotonic()
+        if next_step is Next.CLOSE or (next_step is Next.READ and self._draining):
+            transport.close()  # after the replies are written
+        elif next_step is Next.READ:
+            if self._reading_paused and not self._writing_paused:
+                self._resume_reading()
+        elif not self._writing_paused:  # Next.ANSWER_MORE: yield to the other connections
+            self._pause_reading()
+            self._turn_scheduled = True
+            assert self._loop is not None  # noqa: S101 - set in connection_made
+            self._loop.call_soon(self._take_turn)
+        self._report_held()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        transport = self._transport
+        if self._reading_paused and transport is not None and not transport.is_closing():
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _report_held(self) -> None:
+        held = self.held
+        if abs(held - self._reported_held) >= HELD_REPORT_STEP:
+            self._reported_held = held
+            self._owner.held_changed(self, held)
+
+    def _bytes_in_kernel(self) -> int:
+        """Bytes the client sent that the kernel holds and we have not read (FIONREAD)."""
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return 0
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+        except OSError:  # the socket is gone: nothing more will arrive
+            return 0
+        return count[0]

@@ -22,3 +22,8 @@ def configure(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def set_level(level: str) -> None:
+    """Change tempmail's log level (debug, info, warning, error), e.g. after a reload."""
+    logging.getLogger("tempmail").setLevel(level.upper())

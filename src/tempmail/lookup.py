@@ -205,6 +205,11 @@ class Resolver:
             self._table, self._prepared = table, None
         return table
 
+    def prepared_for(self, at: float) -> bool:
+        """Whether the table valid at ``at`` has been built ahead of time."""
+        prepared = self._prepared
+        return prepared is not None and prepared.valid_at(at)
+
     def prepare(self, at: float) -> None:
         """Build the table valid at ``at`` ahead of time (safe in a worker thread)."""
         self._prepared = AddressTable(self._identities, at, self._digest_key)

@@ -1,9 +1,12 @@
 """The socketmap server: anyio for the structure, asyncio protocols for each connection.
 
 anyio runs the event loop and every long-lived task: accepting (with the connection cap), the
-idle sweeper, signals, reloads, metrics and the shutdown. Each accepted connection is served by
-a :class:`~tempmail.connection.SocketmapConnection`, an asyncio protocol over the sans-I/O
-session (see that module for why: it halves the cost of a lookup).
+housekeeping tick, signals, reloads and metrics. Each accepted connection is served by a
+:class:`~tempmail.connection.SocketmapConnection`, an asyncio protocol over the sans-I/O session
+(see that module for why). The server owns the connections' lifecycle: it keeps the set of open
+connections, their claims on ``max_connections`` and what they hold, and it closes them through
+their intent methods; a connection reports back when it opens, holds much more or less, and
+ends.
 
 Lifecycle:
 
@@ -11,20 +14,25 @@ Lifecycle:
   no progress for ``idle_timeout`` seconds (no complete request answered; a client that never
   reads its replies or dribbles a request byte by byte is closed too);
 * ``max_connections``: at the cap the server stops accepting (further clients wait in the
-  kernel's listen backlog) and closes the connection that has been idle longest, if it has been
-  idle for ``EVICT_IDLE_AFTER`` seconds: idle connections cannot lock Postfix out, and Postfix
-  simply reconnects;
-* the day's table of valid addresses is built in a worker thread shortly before local
-  midnight, and a reload builds the new one in a worker thread too: lookups never wait for it;
-* SIGHUP: reload the configuration and secrets; on any error keep serving with the old
-  configuration and log why;
+  kernel's listen backlog) and closes the connection idle longest, if it has been idle for
+  ``EVICT_IDLE_AFTER`` seconds, else the one holding the most among those that do not read
+  their replies: idle or hostile connections cannot lock Postfix out (Postfix reconnects);
+* memory: when all connections together hold more than ``MAX_HELD_BYTES`` of unanswered
+  requests and unsent replies, the ones holding the most are closed;
+* the housekeeping tick (every second): idle timeouts, room at the cap, the next day's table
+  (built in a worker thread shortly before local midnight), and the configuration and secret
+  files (a settled change reloads, with ``reload_on_change``);
+* SIGHUP or a changed file: reload the configuration and secrets in a worker thread; on any
+  error keep serving the previous configuration, log why and show it in the status report;
 * SIGTERM/SIGINT: stop accepting and remove the socket, accept what already waits in the
-  listen backlog, answer every request that has arrived, close the connections and return.
+  listen backlog, answer every request that has arrived (including what the kernel holds for
+  us), close the connections and return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import signal
@@ -33,17 +41,18 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
-from anyio.abc import SocketStream
+import anyio.lowlevel
 
 from tempmail import config as config_module
-from tempmail import metrics
-from tempmail.connection import SocketmapConnection
-from tempmail.errors import ConfigError, ServerError
-from tempmail.session import Handler, HandlerRef
+from tempmail import logs, metrics, watch, window
+from tempmail.connection import CloseReason, SocketmapConnection
+from tempmail.errors import ConfigError
+from tempmail.handler import Handler, HandlerRef
 from tempmail.stats import Stats
 from tempmail.systemd import Notifier
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Callable
 
     from tempmail.config import Config
@@ -51,14 +60,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: At shutdown, how long to let requests that already arrived be read and answered.
-SHUTDOWN_GRACE: Final = 0.05
 #: At the connection cap, a connection idle at least this long is closed to make room.
 EVICT_IDLE_AFTER: Final = 1.0
 #: At shutdown, how long to wait for replies that are being written before closing anyway.
 SHUTDOWN_TIMEOUT: Final = 5.0
 #: How long before local midnight the next day's table is built (in a worker thread).
 PREPARE_AHEAD: Final = 60.0
+#: The housekeeping period, in seconds: how late an idle timeout, a day change or a changed
+#: file may be noticed (shorter when idle_timeout is short).
+TICK: Final = 1.0
+#: What all connections together may hold (unanswered requests, unsent replies) before the
+#: ones holding the most are closed. Postfix holds a few hundred bytes per connection.
+MAX_HELD_BYTES: Final = 16 * 1024 * 1024
+#: After an eviction for memory, what remains held: room before the next eviction round.
+HELD_AFTER_EVICTION: Final = MAX_HELD_BYTES * 3 // 4
+#: accept() failures that mean "out of a resource": back off and try again.
+_RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Back-off after a resource error in accept(): from the first to the longest delay.
+ACCEPT_BACKOFF: Final = (0.01, 1.0)
+#: A repeated warning (accept errors, evictions) is logged at most once per this many seconds.
+WARN_INTERVAL: Final = 10.0
+
+#: What a reload cannot change in a running server: the README lists exactly these.
+NEEDS_RESTART: Final = ("socket", "server.user", "server.event_loop", "metrics")
 
 
 class Server:
@@ -73,22 +97,32 @@ class Server:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
+        log_level: str | None = None,
     ) -> None:
         self._bound = bound
         self._notifier = notifier or Notifier(None)
         self._loader = loader or functools.partial(config_module.load, config.path)
         self._clock = clock
         self._monotonic = monotonic
-        self.stats = Stats(started=clock())
-        self.ref = HandlerRef(Handler(config, clock(), self.stats))
+        self._log_level = log_level  # the command line's --log-level, which beats the config
+        now = clock()
+        self.stats = Stats(started=now, config_loaded_at=now)
+        self.ref = HandlerRef(Handler(config, now, self.stats))
         self._connections: set[SocketmapConnection] = set()
+        self._counted: set[SocketmapConnection] = set()  # those holding a max_connections token
+        self._held: dict[SocketmapConnection, int] = {}
+        self._held_total = 0
+        self._files = watch.ChangeDetector(watch.signatures(config.files))
         self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
         self._stop_requested = False
+        self._last_warning: dict[str, float] = {}
         self.metrics_address: str | None = None  # http://HOST:PORT/metrics once serving
         # Event-loop objects: created in run(), inside the loop.
         self._accepting: anyio.CancelScope | None = None
         self._stop_event: anyio.Event | None = None
-        self._limiter: anyio.CapacityLimiter | None = None  # one token per open connection
+        self._limiter: anyio.CapacityLimiter | None = None  # one token per counted connection
+        self._reloading: anyio.Lock | None = None
+        self._accepted_all: anyio.Event | None = None  # set when the accept loops have ended
 
     @property
     def config(self) -> Config:
@@ -105,6 +139,11 @@ class Server:
         """Connections being served now."""
         return len(self._connections)
 
+    @property
+    def held_bytes(self) -> int:
+        """What all connections hold now (unanswered requests, unsent replies), exactly."""
+        return sum(connection.held for connection in self._connections)
+
     async def run(
         self,
         *,
@@ -115,6 +154,8 @@ class Server:
         self._accepting = anyio.CancelScope()
         self._stop_event = anyio.Event()
         self._limiter = anyio.CapacityLimiter(self.config.server.max_connections)
+        self._reloading = anyio.Lock()
+        self._accepted_all = anyio.Event()
         if self._stop_requested:
             self._stop_event.set()
         for bound in self._bound:
@@ -122,12 +163,15 @@ class Server:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._accept_all)
-                tg.start_soon(self._sweep_idle)
-                tg.start_soon(self._prepare_tables)
+                tg.start_soon(self._housekeeping)
                 if handle_signals:  # before announcing readiness: an early SIGHUP must reload
                     await tg.start(self._handle_signals)
                 if self.config.metrics.enabled:
-                    self.metrics_address = await tg.start(self._serve_metrics)
+                    self.metrics_address = await tg.start(
+                        functools.partial(
+                            metrics.serve, self.config.metrics, self.metrics_body, self.stats
+                        )
+                    )
                 if self.config.metrics.summary_interval > 0:
                     tg.start_soon(self._log_summaries, self.config.metrics.summary_interval)
                 for warning in self.config.warnings:
@@ -150,36 +194,69 @@ class Server:
         if self._stop_event is not None:
             self._stop_event.set()
 
-    async def reload(self) -> bool:
+    # --- reloads --------------------------------------------------------------------------------
+
+    async def reload(self, *, trigger: str = "signal") -> bool:
         """Load the configuration again; keep the current one if the new one is broken.
 
         Reading files happens in a worker thread and the new day's table is built before the
-        switch, so lookups never wait for a reload.
+        switch, so lookups never wait for a reload. ``trigger`` (``signal``, ``file``) is
+        logged. Reloads never overlap.
         """
+        assert self._reloading is not None  # noqa: S101 - created in run()
+        async with self._reloading:
+            return await self._reload(trigger)
+
+    async def _reload(self, trigger: str) -> bool:
         self._notifier.reloading()
+        watched = self.config.files
+        before = dict(zip(watched, watch.signatures(watched), strict=True))
         try:
             handler = await anyio.to_thread.run_sync(self._load_handler)
         except ConfigError as exc:
+            self._files.rebase(tuple(before.values()))  # retried when the files change again
+            reason = "; ".join(exc.problems)
             self.stats.reloads_failed += 1
+            self.stats.last_reload_ok = False
+            self.stats.last_reload_error = reason
             log.error(  # noqa: TRY400 - the message is the whole story; no traceback wanted
-                "reload failed, still serving the previous configuration: %s",
-                "; ".join(exc.problems),
+                "reload failed (%s), still serving the previous configuration: %s",
+                trigger,
+                reason,
             )
             self._notifier.ready("reload failed; serving the previous configuration")
             return False
         old, new = self.config, handler.config
-        if _needs_restart(old) != _needs_restart(new):
+        # A file that changed while it was being read keeps its old signature here, so the
+        # watcher sees the difference and loads it again.
+        after = watch.signatures(new.files)
+        self._files.rebase(
+            tuple(before.get(path, sig) for path, sig in zip(new.files, after, strict=True))
+        )
+        changed = _changes_needing_restart(old, new)
+        if changed:
             log.warning(
-                "[socket], server.user, server.event_loop and [metrics] changes take effect "
-                "at the next restart"
+                "changes to %s take effect at the next restart; the running server keeps the "
+                "previous values",
+                ", ".join(changed),
             )
         self.ref.handler = handler
         if self._limiter is not None:
             self._limiter.total_tokens = new.server.max_connections
+        logs.set_level(self._log_level or new.server.log_level)
         self.stats.reloads_ok += 1
+        self.stats.config_generation += 1
+        self.stats.config_loaded_at = self._clock()
+        self.stats.last_reload_ok = True
+        self.stats.last_reload_error = ""
         for warning in new.warnings:
             log.warning("%s", warning)
-        log.info("configuration reloaded from %s", new.path or "<config>")
+        log.info(
+            "configuration reloaded from %s (%s; generation %d)",
+            new.path or "<config>",
+            trigger,
+            self.stats.config_generation,
+        )
         self._notifier.ready(f"serving on {', '.join(self.addresses)}")
         return True
 
@@ -187,57 +264,39 @@ class Server:
         """In a worker thread: read the config and secrets and build today's table."""
         return Handler(self._loader(), self._clock(), self.stats)
 
-    def metrics_text(self) -> str:
+    # --- metrics --------------------------------------------------------------------------------
+
+    def metrics_body(self) -> bytes:
         """The current metrics in Prometheus text format."""
         now = self._clock()
         handler = self.ref.handler
-        self.stats.forget_dates_before(handler.oldest_valid_date(now))
+        self.stats.forget_dates_before(oldest_valid_date(handler.config, now))
         return metrics.render(self.stats, len(handler.resolver.table(now)))
-
-    async def _serve_metrics(
-        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        settings = self.config.metrics
-        try:
-            listener = await anyio.create_tcp_listener(
-                local_host=settings.host, local_port=settings.port, reuse_port=False
-            )
-        except OSError as exc:
-            raise ServerError(
-                f"metrics: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-            ) from None
-        port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        address = f"http://{host}:{port}/metrics"
-        log.info("metrics on %s", address)
-        task_status.started(address)
-
-        async def scrape(stream: SocketStream) -> None:
-            try:
-                await metrics.handle_scrape(stream, self.metrics_text)
-            except Exception:  # a scrape must never take the lookup service down
-                log.exception("error while answering a metrics request")
-
-        async with listener:
-            await listener.serve(scrape)
 
     async def _log_summaries(self, interval: float) -> None:
         while True:
             await anyio.sleep(interval)
-            self.stats.forget_dates_before(self.ref.handler.oldest_valid_date(self._clock()))
+            self.stats.forget_dates_before(oldest_valid_date(self.config, self._clock()))
             log.info("summary %s", self.stats.summary())
+
+    # --- accepting ------------------------------------------------------------------------------
 
     async def _accept_all(self) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()
-        with self._accepting:
-            async with anyio.create_task_group() as accepting:
-                for bound in self._bound:
-                    accepting.start_soon(self._accept_loop, bound.sock)
+        assert self._accepted_all is not None  # noqa: S101 - created in run()
+        try:
+            with self._accepting:
+                async with anyio.create_task_group() as accepting:
+                    for bound in self._bound:
+                        accepting.start_soon(self._accept_loop, bound.sock)
+        finally:
+            self._accepted_all.set()  # every accepted socket is now owned by a connection
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         """Accept every waiting connection per wake-up, within max_connections."""
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 - created in run()
+        backoff = ACCEPT_BACKOFF[0]
         while True:
             await anyio.wait_readable(listening)
             while True:
@@ -245,101 +304,170 @@ class Server:
                     sock, _ = listening.accept()
                 except (BlockingIOError, InterruptedError):
                     break
-                except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                    log.error("cannot accept a connection: %s", exc)  # noqa: TRY400
-                    await anyio.sleep(0.1)
+                except OSError as exc:
+                    self.stats.accept_errors += 1
+                    if exc.errno not in _RESOURCE_ERRORS:  # e.g. ECONNABORTED: that client left
+                        continue
+                    # Out of descriptors or memory: never die of it, and never spin. Clients
+                    # wait in the listen backlog meanwhile.
+                    self._warn("accept", "cannot accept connections: %s; retrying", exc.strerror)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, ACCEPT_BACKOFF[1])
                     break
+                backoff = ACCEPT_BACKOFF[0]
+                connection = self._new_connection()
                 # The token is taken after accept(): a loop waiting in accept() must not hold
                 # capacity another listener's clients need. At the cap, this accepted client
                 # waits unserved (and this loop accepts nothing more) until a token frees.
-                token = object()
                 try:
-                    limiter.acquire_on_behalf_of_nowait(token)  # no yield when there is room
+                    limiter.acquire_on_behalf_of_nowait(connection)  # no yield when there is room
                 except anyio.WouldBlock:
-                    self._evict_idlest()
+                    self._make_room()
                     try:
-                        await limiter.acquire_on_behalf_of(token)
+                        await limiter.acquire_on_behalf_of(connection)
                     except anyio.get_cancelled_exc_class():
-                        await self._serve(sock, None, closing=True)  # stopping: answer it
+                        # Stopping: answer what this client sent, uncounted.
+                        await self._serve(sock, self._new_connection(draining=True))
                         raise
-                await self._serve(sock, token)
+                self._counted.add(connection)
+                await self._serve(sock, connection)
 
-    async def _serve(
-        self, sock: socket.socket, token: object | None, *, closing: bool = False
-    ) -> None:
-        """Hand an accepted socket to a protocol; it lives until the connection ends."""
+    def _new_connection(self, *, draining: bool = False) -> SocketmapConnection:
+        return SocketmapConnection(self, self.ref, self._clock, self._monotonic, draining=draining)
+
+    async def _serve(self, sock: socket.socket, connection: SocketmapConnection) -> None:
+        """Hand an accepted socket to its protocol; it lives until the connection ends."""
         sock.setblocking(False)  # noqa: FBT003 - socket API
-        factory = functools.partial(
-            SocketmapConnection,
-            self,
-            self.ref,
-            self._clock,
-            self._monotonic,
-            token,
-            closing=closing,
-        )
         try:
             with anyio.CancelScope(shield=True):  # the socket must end up owned by a transport
-                await asyncio.get_running_loop().connect_accepted_socket(factory, sock=sock)
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: connection, sock=sock
+                )
         except OSError as exc:  # the client vanished before the transport was set up
             log.debug("connection lost while setting it up: %s", exc)
             sock.close()
-            if token is not None and self._limiter is not None:
-                self._limiter.release_on_behalf_of(token)
+            self._release(connection)
+
+    # --- what connections report ----------------------------------------------------------------
 
     def connection_opened(self, connection: SocketmapConnection) -> None:
-        """A connection's transport is ready (called by the connection)."""
+        """A connection's transport is ready."""
         self._connections.add(connection)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
 
+    def held_changed(self, connection: SocketmapConnection, held: int) -> None:
+        """A connection holds notably more or less; close the biggest when all hold too much."""
+        self._held_total += held - self._held.get(connection, 0)
+        self._held[connection] = held
+        if self._held_total > MAX_HELD_BYTES:
+            self._relieve_memory()
+
     def connection_closed(self, connection: SocketmapConnection) -> None:
-        """A connection ended, whoever closed it (called by the connection)."""
+        """A connection ended, whoever closed it."""
         self._connections.discard(connection)
+        self._held_total -= self._held.pop(connection, 0)
         self.stats.connections_open -= 1
-        if connection.idle_closed:
+        reason = connection.close_reason
+        if reason is CloseReason.IDLE:
             self.stats.connections_idle_closed += 1
-        if connection.token is not None and self._limiter is not None:
-            self._limiter.release_on_behalf_of(connection.token)
+        elif reason is CloseReason.EVICTED_IDLE:
+            self.stats.connections_evicted += 1
+        elif reason is CloseReason.EVICTED_HELD:
+            self.stats.connections_evicted_held += 1
+        self._release(connection)
         if self._drained is not None and not self._connections:
             self._drained.set()
 
-    def _evict_idlest(self) -> None:
-        """At the cap: close the connection idle longest, if idle long enough to be harmless."""
-        idle = [c for c in self._connections if not c.busy and not c.evicted]
-        if not idle:
+    def _release(self, connection: SocketmapConnection) -> None:
+        if connection in self._counted:
+            self._counted.discard(connection)
+            assert self._limiter is not None  # noqa: S101 - counted connections exist in run()
+            self._limiter.release_on_behalf_of(connection)
+
+    # --- making room ----------------------------------------------------------------------------
+
+    def _make_room(self) -> None:
+        """At the cap: close the connection idle longest, else the biggest that does not read."""
+        open_ = [c for c in self._connections if c.close_reason is None]
+        idle = [c for c in open_ if c.idle]
+        if idle:
+            idlest = min(idle, key=lambda c: c.last_active)
+            if self._monotonic() - idlest.last_active >= EVICT_IDLE_AFTER:
+                idlest.evict(CloseReason.EVICTED_IDLE)
+                log.info("at max_connections: closed the connection idle longest to make room")
             return
-        idlest = min(idle, key=lambda c: c.last_active)
-        if self._monotonic() - idlest.last_active >= EVICT_IDLE_AFTER:
-            idlest.evicted = True
-            idlest.abort()
-            self.stats.connections_evicted += 1
-            log.info("at max_connections: closed the connection idle longest to make room")
+        not_reading = [c for c in open_ if not c.reading_replies]
+        if not_reading:
+            max(not_reading, key=lambda c: c.held).evict(CloseReason.EVICTED_HELD)
+            log.info("at max_connections: closed a connection that does not read its replies")
+
+    def _relieve_memory(self) -> None:
+        """Close the connections holding the most until the rest hold HELD_AFTER_EVICTION."""
+        held = {c: c.held for c in self._connections if c.close_reason is None}
+        self._held = dict(held)  # exact again: reports may lag behind drained buffers
+        self._held_total = sum(held.values())
+        evicted = 0
+        for connection in sorted(held, key=held.__getitem__, reverse=True):
+            if self._held_total <= HELD_AFTER_EVICTION:
+                break
+            self._held_total -= self._held.pop(connection)
+            connection.evict(CloseReason.EVICTED_HELD)
+            evicted += 1
+        if evicted:
+            self._warn(
+                "memory",
+                "connections held more than %d bytes: closed the %d holding the most",
+                MAX_HELD_BYTES,
+                evicted,
+            )
+
+    def _warn(self, topic: str, message: str, *args: object) -> None:
+        """Log a warning, at most once per WARN_INTERVAL for each topic."""
+        now = self._monotonic()
+        if now - self._last_warning.get(topic, -WARN_INTERVAL) >= WARN_INTERVAL:
+            self._last_warning[topic] = now
+            log.warning(message, *args)
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Idle timeouts, room at the cap, the next day's table, changed files: every tick."""
+        while True:
+            await anyio.sleep(min(TICK, self.config.server.idle_timeout / 4))
+            for step in (self._sweep_idle, self._prepare_next_day, self._watch_files):
+                try:
+                    await step()
+                except Exception:  # housekeeping must never take the lookup service down
+                    log.exception("error in housekeeping (%s); serving goes on", step.__name__)
 
     async def _sweep_idle(self) -> None:
-        """Close connections that made no progress for ``idle_timeout`` seconds."""
-        while True:
-            timeout = self.config.server.idle_timeout
-            await anyio.sleep(min(1.0, timeout / 4))
-            deadline = self._monotonic() - timeout
-            for connection in list(self._connections):
-                if connection.last_active < deadline and not connection.idle_closed:
-                    connection.idle_closed = True
-                    log.debug("closing a connection that made no progress for the idle timeout")
-                    connection.abort()  # abort: its client may not be reading at all
-            limiter = self._limiter
-            if limiter is not None and limiter.statistics().tasks_waiting:
-                self._evict_idlest()  # someone waits at the cap: make room if we can
+        deadline = self._monotonic() - self.config.server.idle_timeout
+        for connection in list(self._connections):
+            if connection.last_active < deadline:
+                log.debug("closing a connection that made no progress for the idle timeout")
+                connection.expire()
+        limiter = self._limiter
+        if limiter is not None and limiter.statistics().tasks_waiting:
+            self._make_room()  # someone waits at the cap: make room if we can
 
-    async def _prepare_tables(self) -> None:
-        """Build the next day's table in a worker thread shortly before it is needed."""
-        while True:
-            now = self._clock()
-            until = self.ref.handler.resolver.table(now).valid_until
-            await anyio.sleep(max(0.0, until - now - PREPARE_AHEAD))
-            resolver = self.ref.handler.resolver  # the current one, after any reload
+    async def _prepare_next_day(self) -> None:
+        """Shortly before local midnight, build the next day's table in a worker thread."""
+        now = self._clock()
+        resolver = self.ref.handler.resolver
+        until = resolver.table(now).valid_until
+        if until - now <= PREPARE_AHEAD and not resolver.prepared_for(until):
             await anyio.to_thread.run_sync(resolver.prepare, until)
-            await anyio.sleep(max(0.0, until - self._clock()) + 0.001)
+
+    async def _watch_files(self) -> None:
+        if not self.config.server.reload_on_change:
+            return
+        current = await anyio.to_thread.run_sync(watch.signatures, self.config.files)
+        if self._files.poll(current):
+            log.info("the configuration or a secret file changed: reloading")
+            await self.reload(trigger="file")
+
+    # --- signals and shutdown -------------------------------------------------------------------
 
     async def _handle_signals(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -349,44 +477,60 @@ class Server:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("received SIGHUP: reloading the configuration")
-                    await self.reload()
+                    await self.reload(trigger="signal")
                 else:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     self.stop()
 
     async def _shut_down(self) -> None:
+        self._drained = anyio.Event()
         await self._stop_listening()
-        for connection in self._connections:
-            connection.closing = True
-        # Requests that reached us before the stop are read and answered (each connection
-        # closes itself once it has answered all it received); idle ones are closed after a
-        # short grace, and busy ones get SHUTDOWN_TIMEOUT to finish writing.
-        await anyio.sleep(SHUTDOWN_GRACE)
+        # Each connection answers what has arrived (what it buffered and what the kernel holds
+        # for it), then closes itself; one that does not read its replies is aborted after
+        # SHUTDOWN_TIMEOUT.
         for connection in list(self._connections):
-            if not connection.busy:
-                connection.close()
+            connection.begin_shutdown()
         if self._connections:
-            self._drained = anyio.Event()
             with anyio.move_on_after(SHUTDOWN_TIMEOUT):
                 await self._drained.wait()
         for connection in list(self._connections):
             connection.abort()
-        await anyio.lowlevel.checkpoint()  # let the transports report connection_lost
+        with anyio.move_on_after(1.0):  # transports report connection_lost on the next turn
+            while self._connections:
+                await anyio.lowlevel.checkpoint()
 
     async def _stop_listening(self) -> None:
         assert self._accepting is not None  # noqa: S101 - created in run()
+        assert self._accepted_all is not None  # noqa: S101 - created in run()
         self._accepting.cancel()
+        # An accept loop may hold a client it accepted while waiting at the cap: it hands
+        # that client to a draining connection as it ends. Wait for that, not for a while.
+        await self._accepted_all.wait()
         for bound in self._bound:
             bound.unlink()  # first: new clients now fail fast (and Postfix retries later)
         # Clients already in the listen backlog have connected and may have sent a request:
         # accept them too, answer what they sent, then close.
         for bound in self._bound:
             for sock in bound.accept_pending():
-                await self._serve(sock, None, closing=True)
+                await self._serve(sock, self._new_connection(draining=True))
         for bound in self._bound:
             bound.close()
 
 
-def _needs_restart(config: Config) -> tuple[object, ...]:
-    """The settings a reload cannot change in a running server."""
-    return (config.socket, config.server.user, config.server.event_loop, config.metrics)
+def oldest_valid_date(config: Config, now: float) -> dt.date:
+    """The oldest local date whose addresses (tagged or not) are still valid at ``now``."""
+    return min(
+        window.span_at(now, i.timezone, max(i.window, i.tag_window if i.tags else 0)).dates[-1]
+        for i in config.identities
+    )
+
+
+def _changes_needing_restart(old: Config, new: Config) -> list[str]:
+    """The settings of NEEDS_RESTART that differ between ``old`` and ``new``."""
+    values = {
+        "socket": (old.socket, new.socket),
+        "server.user": (old.server.user, new.server.user),
+        "server.event_loop": (old.server.event_loop, new.server.event_loop),
+        "metrics": (old.metrics, new.metrics),
+    }
+    return [key for key in NEEDS_RESTART if values[key][0] != values[key][1]]

@@ -114,6 +114,7 @@ def test_the_readme_marks_every_block_the_host_tests_run() -> None:
         "host-postfix",
         "host-serve",
         "host-check",
+        "host-reload",
         "systemd-install",
         "systemd-reload",
         "systemd-socket",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
-from typing import TYPE_CHECKING, Final
+import json
+from typing import TYPE_CHECKING, Any, Final
 
 from tempmail.cli._common import (
     EX_DATAERR,
@@ -38,9 +38,11 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
         description=(
             "Ask a running server about KEY, as Postfix does. Exit status: 0 OK (the result is "
             "printed), 1 NOTFOUND, 75 TEMP or TIMEOUT, 65 PERM, 69 cannot connect, 76 bad reply. "
-            "With --self-test, look up today's address of every identity and exit 0 only if "
-            "each maps to its recipient (a readiness probe). With --ping, exit 0 if the server "
-            "answers a lookup at all (a liveness probe)."
+            "With --self-test, ask the server to look up today's address of every identity of "
+            "the configuration it serves and exit 0 only if each maps to its recipient (a "
+            "readiness probe; with --socket it reads no config file and prints no address). "
+            "With --ping, exit 0 if the server answers a lookup at all (a liveness probe). With "
+            "--status, print what the server serves (JSON)."
         ),
     )
     query.add_argument("key", nargs="?", help="the address to look up")
@@ -50,7 +52,13 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
     query.add_argument("--map", metavar="NAME", help="socketmap name (default: from the config)")
     query.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
     query.add_argument(
-        "--self-test", action="store_true", help="check today's address of every identity"
+        "--self-test",
+        action="store_true",
+        help="the server checks today's address of every identity it serves (a readiness "
+        "probe; with --socket no config is read; --map, when given, must be the served map)",
+    )
+    query.add_argument(
+        "--status", action="store_true", help="print the server's status report (JSON)"
     )
     query.add_argument(
         "--ping",
@@ -63,22 +71,37 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Ask the server."""
-    from tempmail import generate  # noqa: PLC0415 - keeps the other commands fast
-
-    if sum((args.key is not None, args.self_test, args.ping)) != 1:
-        raise UsageError("give a KEY, --self-test or --ping")
-    config = load_config(args) if args.self_test or not (args.socket and args.map) else None
+    modes = (args.key is not None, args.self_test, args.ping, args.status)
+    if sum(modes) != 1:
+        raise UsageError("give a KEY, --self-test, --status or --ping")
+    # Health probes name the socket and read no config: a broken file on disk must not fail
+    # a server that keeps serving the configuration it loaded.
+    health = args.self_test or args.status
+    config = None
+    if not args.socket or not (health or args.map):
+        config = load_config(args)
     target = args.socket or (config.socket.describe() if config else "")
-    map_name = args.map or (config.server.map_name if config else "")
+    map_name = args.map or (config.server.map_name if config and not health else None)
+    if args.status:
+        return _ask(target, args.timeout, _print_status)
+    if args.self_test:
+        return _ask(target, args.timeout, lambda c: _self_test(c, map_name))
+    assert map_name is not None  # noqa: S101 - from --map or the config, loaded above
     if args.ping:
         return _ask(target, args.timeout, lambda c: _pong(c.query(map_name, PING_KEY)))
-    if not args.self_test:
-        return _ask(target, args.timeout, lambda c: _report(c.query(map_name, args.key)))
-    assert config is not None  # noqa: S101 - loaded above for --self-test
-    checks = [
-        (str(generate.current_addresses(i, time.time())[0]), i.recipient) for i in config.identities
-    ]
-    return _ask(target, args.timeout, lambda c: _self_test(c, map_name, checks))
+    return _ask(target, args.timeout, lambda c: _report(c.query(map_name, args.key)))
+
+
+def ask_status(connection: Client) -> dict[str, Any]:
+    """The server's status report; raises ProtocolError when the server gives none."""
+    from tempmail import status  # noqa: PLC0415
+    from tempmail.errors import ProtocolError  # noqa: PLC0415
+
+    reply = connection.query(status.STATUS_MAP, "status")
+    try:
+        return status.parse(reply)
+    except ValueError as exc:
+        raise ProtocolError(f"no status report ({exc}); is this tempmail 2.0 or later?") from None
 
 
 def _ask(target: str, timeout: float, conversation: Callable[[Client], int]) -> int:
@@ -99,15 +122,39 @@ def _ask(target: str, timeout: float, conversation: Callable[[Client], int]) -> 
         return EX_UNAVAILABLE
 
 
-def _self_test(connection: Client, map_name: str, checks: list[tuple[str, str]]) -> int:
-    from tempmail.socketmap import Status  # noqa: PLC0415
+def _self_test(connection: Client, map_name: str | None) -> int:
+    report = ask_status(connection)
+    if map_name is not None and report["map_name"] != map_name:
+        error(
+            f"self-test failed: the server answers map {report['map_name']!r}, not "
+            f"{map_name!r} (check --map and virtual_alias_maps)"
+        )
+        return EX_UNAVAILABLE
+    failed = [i["name"] for i in report["identities"] if i["self_test"] != "ok"]
+    if failed:
+        names = ", ".join(repr(name) for name in failed)
+        error(
+            f"self-test failed: today's address of identity {names} does not resolve to its "
+            "recipient"
+        )
+        return EX_UNAVAILABLE
+    reloads = report["reloads"]
+    if not reloads["last_ok"]:
+        error(
+            "warning: the last reload failed; the previous configuration keeps serving: "
+            f"{reloads['last_error']}"
+        )
+    count = len(report["identities"])
+    generation = report["config"]["generation"]
+    print(
+        f"self-test passed: {count} identit{'y' if count == 1 else 'ies'} OK "
+        f"(configuration generation {generation})"
+    )
+    return EX_OK
 
-    for key, expected in checks:
-        reply = connection.query(map_name, key)
-        if reply.status is not Status.OK or reply.data != expected:
-            error(f"self-test: {key} -> {reply.status.value} {reply.data}".rstrip())
-            return EX_UNAVAILABLE
-    print(f"self-test passed: {len(checks)} identit{'y' if len(checks) == 1 else 'ies'} OK")
+
+def _print_status(connection: Client) -> int:
+    print(json.dumps(ask_status(connection), indent=2))
     return EX_OK
 
 

@@ -1,0 +1,152 @@
+"""In-process cost of one tagged lookup (issue 11, point 3): valid, bogus and revoked keys.
+
+    .venv/bin/python benchmarks/tagged_lookup.py [--repeats 7] [--seconds 0.2]
+    PYTHONPATH=/elsewhere/src .venv/bin/python benchmarks/tagged_lookup.py   # another version
+
+For ``tag_window`` 30 and 366, with one secret and with a previous secret as well, it times
+``Resolver.resolve`` (what the server does for each request) on keys of these classes:
+
+* ``valid``:   tagged addresses of dates spread over the tag window (answered OK);
+* ``bogus``:   the same addresses with the digits after the day hint and key id replaced by
+  random ones: the worst case an attacker can send (a date in the window, a key id in use);
+* ``revoked``: valid addresses of a revoked tag (answered NOTFOUND);
+* ``legacy bogus`` (only where ``legacy_tags_until`` exists): random 1.x codes ``TAG.CODE``
+  on the upgrade day, when the whole tag window is still checked in the 1.x format.
+
+Each measurement is a loop of many lookups of one class, timed with ``time.perf_counter_ns``
+(wall clock) and ``time.thread_time_ns`` (this thread's CPU time, which time spent waiting for
+a core on a busy machine does not inflate); the classes are interleaved and each is repeated;
+the figures are the medians of the repeats, in microseconds per lookup. Every reply is checked
+once before timing, so a figure is never of a wrong answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import random
+import statistics
+import time
+from typing import Any
+
+from tempmail import config, generate, lookup
+from tempmail.config import Identity
+from tempmail.socketmap import Status
+
+NOW = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC).timestamp()
+SECRET = "correct horse $battery staple ü"  # noqa: S105 - test data
+#: Chosen so that its key id differs from SECRET's: the lookup then computes one HMAC.
+PREVIOUS = "the secret of last month"
+POOL = 64
+
+
+def identity_data(tag_window: int, secrets: int, legacy: bool) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "domain": "example.org",
+        "recipient": "owner@example.net",
+        "secret": SECRET,
+        "length": 8,
+        "tags": True,
+        "tag_window": tag_window,
+        "revoked_tags": ["gone"],
+    }
+    if secrets == 2:
+        table["previous_secrets"] = [PREVIOUS]
+    if legacy:
+        table["legacy_tags_until"] = "2026-11-27"
+    return {"identities": {"default": table}}
+
+
+def keys(identity: Identity, tag_window: int, rng: random.Random) -> dict[str, list[bytes]]:
+    today = dt.date(2026, 11, 27)
+    days = [today - dt.timedelta(days=rng.randrange(tag_window)) for _ in range(POOL)]
+    valid = [generate.address_on(identity, day, tag=f"t{i}") for i, day in enumerate(days)]
+
+    def scrambled(address: generate.Address) -> bytes:
+        tag, _, code = address.local.partition(".")
+        random_digits = "".join(rng.choice("0123456789abcdef") for _ in range(identity.length))
+        keep = code[: len(code) - identity.length]  # the day hint and key id, if any
+        return f"{tag}.{keep}{random_digits}@{address.domain}".encode()
+
+    classes = {
+        "valid": [str(a).encode() for a in valid],
+        "bogus": [scrambled(a) for a in valid],
+        "revoked": [str(generate.address_on(identity, day, tag="gone")).encode() for day in days],
+    }
+    if getattr(identity, "legacy_tags_until", None) is not None:
+        classes["legacy bogus"] = [
+            f"t{i}.{rng.getrandbits(32):08x}@example.org".encode() for i in range(POOL)
+        ]
+    return classes
+
+
+def time_class(resolver: lookup.Resolver, pool: list[bytes], count: int) -> tuple[float, float]:
+    """Microseconds per lookup (wall, CPU) over ``count`` lookups cycling through ``pool``."""
+    resolve = resolver.resolve
+    batch = (pool * (count // len(pool) + 1))[:count]
+    cpu = time.thread_time_ns()
+    start = time.perf_counter_ns()
+    for key in batch:
+        resolve(key, NOW)
+    wall = time.perf_counter_ns() - start
+    cpu = time.thread_time_ns() - cpu
+    return wall / count / 1000, cpu / count / 1000
+
+
+def measure(
+    tag_window: int, secrets: int, legacy: bool, repeats: int, seconds: float
+) -> dict[str, tuple[float, float]]:
+    loaded = config.parse(identity_data(tag_window, secrets, legacy), environ={})
+    identity = loaded.identities[0]
+    resolver = lookup.Resolver(loaded.identities, "+", NOW)
+    classes = keys(identity, tag_window, random.Random(tag_window * 10 + secrets))
+    expected = {"valid": Status.OK}
+    counts = {}
+    for name, pool in classes.items():
+        for key in pool:  # every reply is checked once, outside the timing
+            status = resolver.resolve(key, NOW).reply.status
+            if status is not expected.get(name, Status.NOTFOUND):
+                raise SystemExit(f"{name}: {key!r} answered {status.value}")
+        per_lookup, _ = time_class(resolver, pool, 50)
+        counts[name] = max(50, int(seconds * 1e6 / per_lookup))
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in classes}
+    for _ in range(repeats):
+        for name, pool in classes.items():
+            samples[name].append(time_class(resolver, pool, counts[name]))
+    return {
+        name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+        for name, values in samples.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.2, help="per measurement")
+    args = parser.parse_args()
+    has_legacy = any(f.name == "legacy_tags_until" for f in dataclasses.fields(config.Identity))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"Python {platform.python_version()} ({platform.machine()}, {os.cpu_count()} cores); "
+        f"tempmail from {lookup.__file__}; median of {args.repeats} repeats; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before: {load}",
+        flush=True,
+    )
+    print("\nµs per lookup, wall clock / CPU time of the thread:\n")
+    header = "| tag_window | secrets | valid | bogus | revoked |"
+    print(header + (" legacy bogus (upgrade day) |" if has_legacy else ""))
+    print("|--:|--:|--:|--:|--:|" + ("--:|" if has_legacy else ""))
+    for tag_window in (30, 366):
+        for secrets in (1, 2):
+            result = measure(tag_window, secrets, has_legacy, args.repeats, args.seconds)
+            cells = [f"{wall:,.1f} / {cpu:,.1f}" for wall, cpu in result.values()]
+            print(f"| {tag_window} | {secrets} | " + " | ".join(cells) + " |", flush=True)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average after: {load}")
+
+
+if __name__ == "__main__":
+    main()
