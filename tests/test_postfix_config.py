@@ -47,13 +47,17 @@ def server_config(postfix_dir: PostfixDir, **identity: Any) -> dict[str, Any]:
 
 
 def apply(postfix_dir: PostfixDir, config_path: Path) -> str:
-    """Run the README's command (MAIL_CONFIG and TEMPMAIL_CONFIG name the files), naming the
-    test's queue directory."""
-    bin_dir = Path(sys.executable).parent
-    assert (bin_dir / "tempmail").exists(), "the tempmail command is not installed in the venv"
+    """Run the README's command, naming the test's queue directory; its stderr."""
     command = APPLY.replace(
         "postfix-config", f"postfix-config --queue-directory {postfix_dir.queue}"
     )
+    return run_shell(command, postfix_dir, config_path)
+
+
+def run_shell(command: str, postfix_dir: PostfixDir, config_path: Path) -> str:
+    """``sh -c COMMAND`` with MAIL_CONFIG and TEMPMAIL_CONFIG naming the files; its stderr."""
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "tempmail").exists(), "the tempmail command is not installed in the venv"
     done = subprocess.run(
         ["sh", "-c", command],
         env={
@@ -335,3 +339,66 @@ def test_a_port_the_kernel_picks_is_a_config_error(
         "",
         f"tempmail: {path}: socket.port: 0 lets the kernel pick a port; Postfix needs a fixed one\n",
     )
+
+
+def test_merge_keeps_what_main_cf_has(postfix_dir: PostfixDir, start_server: StartServer) -> None:
+    """--merge: the operator's domains and tables stay (theirs first), an old unguarded
+    tempmail lookup is replaced, and a second run changes nothing."""
+    aliases = "inline:{{info@other.example=owner@example.net}}"
+    postfix_dir.set(
+        "virtual_alias_domains = other.example",
+        f"virtual_alias_maps = {aliases}, socketmap:unix:tempmail/socket:tempmail",
+    )
+    running = start_server(server_config(postfix_dir))
+    command = "tempmail postfix-config --merge | xargs -r -d '\\n' postconf -e"
+    assert run_shell(command, postfix_dir, running.config_path) == ""
+    guarded = (
+        "pipemap:{regexp:{{/^([^@]+@example\\.org)$$/ $${1}}}, "
+        "socketmap:unix:tempmail/socket:tempmail}"
+    )
+    merged = (postfix_dir.config / "main.cf").read_text()
+    assert sorted(merged.splitlines()[1:]) == [
+        "recipient_delimiter = +",
+        "virtual_alias_domains = other.example example.org",
+        f"virtual_alias_maps = {aliases}, {guarded}",
+    ]
+    assert run_shell(command, postfix_dir, running.config_path) == ""
+    assert (postfix_dir.config / "main.cf").read_text() == merged
+    today = f"{code()}@example.org"
+    expanded = postfix_dir.value("virtual_alias_maps", expanded=True)
+    tables = [aliases.replace("{{", "{").replace("}}", "}"), expanded.split(", ", 1)[1]]
+    done = postfix_dir.postmap("-q", "-", *tables, input_text=f"info@other.example\n{today}\n")
+    assert (done.stdout, done.stderr) == (
+        f"info@other.example\towner@example.net\n{today}\t{RECIPIENT}\n",
+        "",
+    )
+
+
+def test_merge_notes_a_changed_delimiter(
+    postfix_dir: PostfixDir, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    postfix_dir.set("recipient_delimiter = -")
+    path = write_config(short_dir / "c.toml", server_config(postfix_dir))
+    status, out, err = printed(
+        capsys,
+        "-c",
+        str(path),
+        "postfix-config",
+        "--merge",
+        "--postfix-dir",
+        str(postfix_dir.config),
+    )
+    assert status == 0
+    assert out.endswith("\nrecipient_delimiter = +\n")
+    assert err == (
+        "tempmail: note: recipient_delimiter changes from '-' to '+': if addresses of this "
+        "Postfix use '-', set [server] recipient_delimiter = '-' instead and run this again\n"
+    )
+
+
+def test_postfix_dir_only_with_merge(
+    postfix_dir: PostfixDir, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(short_dir / "c.toml", server_config(postfix_dir))
+    argv = ["-c", str(path), "postfix-config", "--postfix-dir", str(postfix_dir.config)]
+    assert printed(capsys, *argv) == (2, "", "tempmail: --postfix-dir: only with --merge\n")

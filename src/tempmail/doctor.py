@@ -166,6 +166,14 @@ class Postfix:
             found[name] = value.removeprefix(" ")
         return found
 
+    def explicit(self, names: Iterable[str]) -> dict[str, str]:
+        """The named parameters that main.cf sets, as written there (postconf -n)."""
+        found: dict[str, str] = {}
+        for line in self._postconf("-n", *names):
+            name, _, value = line.partition(" =")
+            found[name] = value.removeprefix(" ")
+        return found
+
     def lookup_services(self) -> list[Service]:
         """The master.cf services that run smtpd or cleanup, chrooted or not (postconf -F)."""
         fields: dict[str, dict[str, str]] = {}

@@ -175,6 +175,52 @@ def settings(
     return Rendered(tuple(found), notes)
 
 
+def merge(rendered: Rendered, existing: dict[str, str], queue_directory: PurePosixPath) -> Rendered:
+    """``rendered`` combined with the values main.cf already holds (as written there).
+
+    virtual_alias_domains keeps its domains and gains the temporary ones. virtual_alias_maps
+    keeps its tables, first (an operator's own aliases win), without any earlier tempmail
+    lookup of the same socket (bare or guarded), and gains the guarded one last. Running it
+    again changes nothing. recipient_delimiter is tempmail's; a note says when that changes
+    Postfix's.
+    """
+    ours = {setting.name: setting.value for setting in rendered.settings}
+    notes = list(rendered.notes)
+    merged = []
+    for setting in rendered.settings:
+        value = setting.value
+        current = existing.get(setting.name)
+        if current is not None and setting.name == "virtual_alias_domains":
+            items = split_list(current)
+            known = {item.lower().removesuffix(".") for item in items}
+            value = " ".join([*items, *(d for d in value.split() if d not in known)])
+        elif current is not None and setting.name == "virtual_alias_maps":
+            target = _own_target(ours["virtual_alias_maps"], queue_directory)
+            kept = [
+                item
+                for item in split_list(current)
+                if not any(
+                    absolute_target(lookup.table.target, queue_directory) == target
+                    for lookup in tempmail_lookups(item)
+                )
+            ]
+            value = ", ".join([*kept, value])
+        elif current is not None and set(current) != set(value):
+            notes.append(
+                f"recipient_delimiter changes from {current!r} to {value!r}: if addresses of "
+                f"this Postfix use {current!r}, set [server] recipient_delimiter = {current!r} "
+                "instead and run this again"
+            )
+        merged.append(Setting(setting.name, value))
+    return Rendered(tuple(merged), tuple(notes))
+
+
+def _own_target(lookup: str, queue_directory: PurePosixPath) -> str:
+    """The absolute socket target of our own virtual_alias_maps value."""
+    found = tempmail_lookups(lookup)
+    return absolute_target(found[0].table.target, queue_directory)
+
+
 # --- reading Postfix's configuration back -------------------------------------------------------
 
 

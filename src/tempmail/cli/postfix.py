@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Final
 
 from tempmail.cli._common import EX_OK, PROG, error, load_config
-from tempmail.errors import ConfigError
+from tempmail.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from tempmail.cli import Commands
@@ -30,7 +30,7 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
             "Print the main.cf settings for this configuration, one 'name = value' per line, "
             f"as postconf -e takes them: {APPLY}. virtual_alias_maps asks tempmail only about "
             "the temporary domains (Postfix 3.7 or later), so that a tempmail outage defers "
-            "only their mail."
+            "only their mail. With --merge, the settings main.cf already has are kept."
         ),
     )
     settings.add_argument(
@@ -46,8 +46,21 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
         metavar="DIR",
         type=_absolute,
         default=None,
-        help="Postfix's queue_directory (default: /var/spool/postfix); a socket inside it is "
-        "named relative to it, which chrooted daemons need",
+        help="Postfix's queue_directory (default: /var/spool/postfix, or Postfix's with "
+        "--merge); a socket inside it is named relative to it, which chrooted daemons need",
+    )
+    settings.add_argument(
+        "--merge",
+        action="store_true",
+        help="combine with the virtual alias settings main.cf already has (read with postconf; "
+        "--postfix-dir or $MAIL_CONFIG name its directory): keep their domains and tables, "
+        "replace an earlier tempmail lookup of the same socket",
+    )
+    settings.add_argument(
+        "--postfix-dir",
+        metavar="DIR",
+        help="with --merge: Postfix's configuration directory (default: $MAIL_CONFIG, else "
+        "postconf's own, /etc/postfix)",
     )
     settings.set_defaults(func=run_postfix_config)
 
@@ -89,14 +102,25 @@ def run_postfix_config(args: argparse.Namespace) -> int:
     from tempmail import postfix  # noqa: PLC0415
 
     config = load_config(args)
+    if args.postfix_dir and not args.merge:
+        raise UsageError("--postfix-dir: only with --merge")
+    existing: dict[str, str] = {}
+    queue = args.queue_directory or postfix.DEFAULT_QUEUE_DIRECTORY
+    if args.merge:
+        from tempmail import doctor  # noqa: PLC0415
+
+        tools = doctor.Postfix.locate(args.postfix_dir)
+        existing = tools.explicit(postfix.PARAMETERS)
+        if args.queue_directory is None:
+            queue = PurePosixPath(tools.parameters(["queue_directory"])["queue_directory"])
     try:
         rendered = postfix.settings(
-            config,
-            postfix_socket=args.postfix_socket,
-            queue_directory=args.queue_directory or postfix.DEFAULT_QUEUE_DIRECTORY,
+            config, postfix_socket=args.postfix_socket, queue_directory=queue
         )
     except ValueError as exc:
         raise ConfigError(f"{config.path}: {exc}") from None
+    if args.merge:
+        rendered = postfix.merge(rendered, existing, queue)
     sys.stdout.write(rendered.text())
     for note in rendered.notes:
         error(f"note: {note}")
