@@ -1,20 +1,35 @@
-"""``tempmail init`` and ``tempmail migrate``: write a new configuration (and secret)."""
+"""``tempmail init`` and ``tempmail migrate``: write a new configuration (and secret).
+
+Both validate first and write second: the settings go through ``config.parse`` exactly as the
+server will load them (with the secret inline), and what is written is ``config.dump`` of the
+result, plus the secret's place (its file, or the secret inline). The files are created by
+``_files`` (never overwriting, never following links).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tempmail import __version__
 from tempmail.cli._common import EX_NOINPUT, EX_OK, PROG, error
-from tempmail.errors import CannotCreate, UsageError
+from tempmail.cli._files import Access, create, directory, refuse_existing, remove
+from tempmail.errors import CannotCreate, ConfigError, UsageError
+from tempmail.secret import Permissions
 
 if TYPE_CHECKING:
+    import grp
+    import pwd
+
     from tempmail.cli import Commands
+
+#: The group Postfix's daemons run as on Debian: the socket's group in a host config.
+HOST_SOCKET_GROUP: Final = "postfix"
 
 
 def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
@@ -25,14 +40,27 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
         help="write a new config with a strong random secret",
         description=(
             "Write a new configuration with a strong random secret (256 bits). Refuses to "
-            "overwrite an existing file. The file is created with mode 0600."
+            "overwrite an existing file and creates a missing config directory. Files are "
+            "created with mode 0600, or 0640 for the group of --user."
         ),
     )
     init.add_argument("path", nargs="?", help="where to write (default: the config path)")
     init.add_argument("--domain", help="domain of the temporary addresses")
     init.add_argument("--recipient", help="permanent address that receives the mail")
+    init.add_argument("--secret-file", metavar="PATH", help="write the secret to this file instead")
     init.add_argument(
-        "--secret-file", metavar="PATH", help="write the secret to this file (0600) instead"
+        "--user",
+        metavar="NAME",
+        help=(
+            "the unprivileged user the server switches to when started as root "
+            "(server.user); the config, the secret and a new config directory become "
+            "readable by its group, so that reloads work after the switch"
+        ),
+    )
+    init.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        help=f"group of the unix socket (default: {HOST_SOCKET_GROUP}; none with --dev)",
     )
     init.add_argument(
         "--dev",
@@ -63,46 +91,75 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Write a new config (and secret file)."""
-    import getpass  # noqa: PLC0415
     import secrets  # noqa: PLC0415
 
     from tempmail import config  # noqa: PLC0415
 
-    path = Path(args.path) if args.path else config.resolve_path(args.config)
+    path = (Path(args.path) if args.path else config.resolve_path(args.config)).absolute()
+    secret_file = _secret_file(args.secret_file, path)
+    user = _existing_user(args.user) if args.user else None
+    data, notes = _init_settings(args)
+    secret = secrets.token_urlsafe(32)  # 256 random bits
+    data["identities"]["default"]["secret"] = secret
+    checked = config.parse(data, path=path, environ={})
+    access = Access(user.pw_gid, _group_name(user.pw_gid)) if user else Access()
+    new = _toml(_with_secret(config.dump(checked), secret_file, secret))
+    _write([*([(secret_file, secret + "\n")] if secret_file else []), (path, new)], access)
+    written = f"{path}" + (f" and {secret_file}" if secret_file else "")
+    if user:
+        written += f", readable by group {access.group_name} (mode {access.file_mode:04o})"
+        notes.extend(_unreachable(user, [path, *([secret_file] if secret_file else [])]))
+    print(f"{PROG}: wrote {written}", file=sys.stderr)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    return EX_OK
+
+
+def _init_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The new config's data (without a secret) from the options, and notes for the operator."""
+    import getpass  # noqa: PLC0415
+
+    from tempmail import config  # noqa: PLC0415
+
     if args.dev:
-        domain = args.domain or "example.org"
-        recipient = args.recipient or "you@example.org"
-    elif not (args.domain and args.recipient):
+        identity = {
+            "domain": args.domain or "example.org",
+            "recipient": args.recipient or "you@example.org",
+        }
+    elif args.domain and args.recipient:
+        identity = {"domain": args.domain, "recipient": args.recipient}
+    else:
         raise UsageError(
             "--domain and --recipient are required (or --dev for a local trial config)"
         )
-    else:
-        domain, recipient = args.domain, args.recipient
-    secret = secrets.token_urlsafe(32)  # 256 random bits
-    identity: dict[str, Any] = {"domain": domain, "recipient": recipient, "scheme": "hmac"}
-    identity |= {"length": 8, "window": 2, "timezone": "UTC"}
-    data: dict[str, Any] = {}
-    if args.dev:
-        # The socket next to the config file; the current user, stated explicitly (a root
-        # start without server.user is refused).
-        data["server"] = {"user": getpass.getuser()}
-        data["socket"] = {"type": "unix", "path": "tempmail.sock", "mode": "0660"}
-    data["identities"] = {"default": identity}
-    # What we write must load: validate it with the secret inline before touching the disk.
-    config.parse({**data, "identities": {"default": {**identity, "secret": secret}}}, path=path)
-    secret_file = Path(args.secret_file).absolute() if args.secret_file else None
-    targets = [path] + ([secret_file] if secret_file else [])
-    for target in targets:
-        if target.exists():
-            raise CannotCreate(f"{target} exists; refusing to overwrite it")
-    if secret_file is not None:
-        identity["secret_file"] = str(secret_file)
-        _write_private(secret_file, secret + "\n")
-    else:
-        identity["secret"] = secret
-    _write_private(path, _toml(data))
-    print(f"{PROG}: wrote {path}" + (f" and {secret_file}" if secret_file else ""), file=sys.stderr)
-    return EX_OK
+    notes = []
+    socket_group = args.socket_group or (None if args.dev else HOST_SOCKET_GROUP)
+    if args.socket_group:
+        _existing_group(args.socket_group)
+    elif socket_group and _group(socket_group) is None:
+        notes.append(
+            f"socket.group = {socket_group!r}, a group this system does not have (yet): the "
+            "server needs it when it starts (install Postfix first, or use --socket-group)"
+        )
+    server: dict[str, Any] = {}
+    if args.dev or args.user:
+        # Stated explicitly: a start as root without server.user is refused.
+        server["user"] = args.user or getpass.getuser()
+    if args.user:
+        # 0640 for the user's group: the server re-reads both files at each reload.
+        server["secret_permissions"] = Permissions.GROUP.value
+    socket: dict[str, Any] = {
+        "type": "unix",
+        # Written out in the file, so that the operator sees where the socket is.
+        "path": "tempmail.sock" if args.dev else str(config.SocketSettings().path),
+        "mode": "0660",
+    }
+    if socket_group:
+        # A number is a gid, as in the config file; a string of digits would be a name.
+        numeric = socket_group.isascii() and socket_group.isdigit()
+        socket["group"] = int(socket_group) if numeric else socket_group
+    identity["scheme"] = "hmac"
+    return {"server": server, "socket": socket, "identities": {"default": identity}}, notes
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -111,34 +168,143 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     old = Path(args.old_file)
     try:
-        text = old.read_text(encoding="utf-8")
+        # Bytes, then text: read_text() would turn "\r\n" into "\n", which bash does not.
+        text = old.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         error(f"{old}: cannot read: {getattr(exc, 'strerror', None) or exc}")
         return EX_NOINPUT
+    output = Path(args.output).absolute() if args.output else None
+    secret_file = _secret_file(args.secret_file, output)
     variables, notes = migrate.parse_shell_assignments(text, str(old))
+    if "SHARED_SECRET" not in variables:
+        raise ConfigError(f"{old}: SHARED_SECRET is not set; the original needs one")
     timezone = args.timezone or migrate.detect_timezone()
-    secret_file = Path(args.secret_file).absolute() if args.secret_file else None
-    migration = migrate.convert(variables, timezone=timezone, secret_file=secret_file)
-    # Validate the result as the server will load it (with the secret inline).
-    check = json.loads(json.dumps(migration.data))
-    identity = check["identities"][migrate.IDENTITY_NAME]
-    identity.pop("secret_file", None)
-    if "SHARED_SECRET" in variables:
-        identity["secret"] = variables["SHARED_SECRET"]
-    config.parse(check, path=Path(args.output).absolute() if args.output else old, environ={})
-    for target in [Path(args.output) if args.output else None, secret_file]:
-        if target is not None and target.exists():
-            raise CannotCreate(f"{target} exists; refusing to overwrite it")
-    if secret_file is not None:
-        _write_private(secret_file, variables.get("SHARED_SECRET", "") + "\n")
+    migration = migrate.convert(variables, timezone=timezone, source=str(old))
+    checked = config.parse(migration.data, path=output or old.absolute(), environ={})
+    secret = variables["SHARED_SECRET"]
+    new = _toml(_with_secret(config.dump(checked), secret_file, secret))
+    _write(
+        [
+            *([(secret_file, secret + "\n")] if secret_file else []),
+            *([(output, new)] if output else []),
+        ],
+        Access(),
+    )
     for note in notes + migration.notes:
         print(f"{PROG}: note: {note}", file=sys.stderr)
-    if args.output:
-        _write_private(Path(args.output), _toml(migration.data))
-        print(f"{PROG}: wrote {args.output}", file=sys.stderr)
+    if output is not None:
+        print(f"{PROG}: wrote {output}", file=sys.stderr)
     else:
-        sys.stdout.write(_toml(migration.data))
+        sys.stdout.write(new)
     return EX_OK
+
+
+def _secret_file(given: str | None, config_path: Path | None) -> Path | None:
+    secret_file = Path(given).absolute() if given else None
+    if secret_file is not None and secret_file == config_path:
+        raise UsageError("--secret-file must name another file than the configuration")
+    return secret_file
+
+
+def _with_secret(data: dict[str, Any], secret_file: Path | None, secret: str) -> dict[str, Any]:
+    """``data`` (from ``config.dump``, which writes no secret) with the secret's place.
+
+    That is ``secret_file`` (the file is written by ``_write``) or the secret inline, right
+    after ``recipient``.
+    """
+    ((name, table),) = data["identities"].items()
+    entry = ("secret_file", str(secret_file)) if secret_file else ("secret", secret)
+    items = list(table.items())
+    after = [key for key, _ in items].index("recipient") + 1
+    data["identities"][name] = dict([*items[:after], entry, *items[after:]])
+    return data
+
+
+def _write(files: list[tuple[Path, str]], access: Access) -> None:
+    """Create each (path, text) in order; when one fails, remove those created before it."""
+    refuse_existing(*(path for path, _ in files))
+    with contextlib.ExitStack() as stack:
+        created: list[tuple[int, Path]] = []
+        try:
+            for path, text in files:
+                directory_fd = stack.enter_context(directory(path.parent, access))
+                create(directory_fd, path, text, access)
+                created.append((directory_fd, path))
+        except CannotCreate:
+            for directory_fd, path in created:
+                remove(directory_fd, path)
+            raise
+
+
+def _existing_user(name: str) -> pwd.struct_passwd:
+    import pwd  # noqa: PLC0415
+
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError, OverflowError):  # ValueError: a NUL, or '²'.isdigit()
+        raise UsageError(
+            f"--user: no user {name!r} on this system; create it first "
+            f"(for example: useradd --system {name})"
+        ) from None
+
+
+def _group(name: str) -> grp.struct_group | None:
+    import grp  # noqa: PLC0415
+
+    try:
+        return grp.getgrgid(int(name)) if name.isdigit() else grp.getgrnam(name)
+    except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def _existing_group(name: str) -> None:
+    if _group(name) is None:
+        raise UsageError(
+            f"--socket-group: no group {name!r} on this system (Postfix's is 'postfix')"
+        )
+
+
+def _group_name(gid: int) -> str:
+    import grp  # noqa: PLC0415
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _unreachable(user: pwd.struct_passwd, files: list[Path]) -> list[str]:
+    """A note for each directory on the way to ``files`` that ``user`` cannot enter.
+
+    The server reads the config and secret again at every reload, after it switched to
+    ``user``; init never changes an existing directory, so it says what to change.
+    """
+    if user.pw_uid == 0:
+        return []
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    notes: list[str] = []
+    checked: set[Path] = set()
+    for file in files:
+        for folder in reversed(file.parents):  # from "/" down
+            if folder in checked:
+                continue
+            checked.add(folder)
+            info = folder.stat()
+            if info.st_uid == user.pw_uid:
+                may_enter = info.st_mode & stat.S_IXUSR
+            elif info.st_gid in groups:
+                may_enter = info.st_mode & stat.S_IXGRP
+            else:
+                may_enter = info.st_mode & stat.S_IXOTH
+            if not may_enter:
+                notes.append(
+                    f"user {user.pw_name} cannot enter {folder} (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}), so the server cannot read {file} "
+                    f"after switching to it and every reload will fail; for example: "
+                    f"chgrp {_group_name(user.pw_gid)} {folder} && chmod g+x {folder}"
+                )
+                break
+    return notes
 
 
 def _toml(data: dict[str, Any]) -> str:
@@ -147,13 +313,3 @@ def _toml(data: dict[str, Any]) -> str:
     header = f"# tempmail configuration, written by tempmail {__version__}.\n"
     header += "# Every key is documented in config.toml.example.\n\n"
     return header + tomli_w.dumps(data)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600; never overwrite."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise CannotCreate(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
