@@ -16,7 +16,7 @@ from typing import Any
 import anyio.from_thread
 import pytest
 
-from helpers import RunningServer, StartServer, config_data, free_port, write_config
+from helpers import RunningServer, StartServer, config_data, write_config
 from tempmail import config as config_module
 from tempmail import listeners
 from tempmail.server import Server
@@ -46,14 +46,18 @@ def start_server(short_dir: Path) -> Iterator[StartServer]:
             clock: Callable[[], float] | None = None,
             monotonic: Callable[[], float] | None = None,
             environ: dict[str, str] | None = None,
+            config_path: Path | None = None,
         ) -> RunningServer:
-            data = copy.deepcopy(data or config_data())
-            socket_table = data.setdefault("socket", {})
-            if socket_table.get("type", "unix") == "unix":
-                socket_table.setdefault("path", str(short_dir / f"s{len(running)}.sock"))
-            else:
-                socket_table.setdefault("port", free_port())
-            path = write_config(short_dir / f"config{len(running)}.toml", data)
+            """Serve ``data`` (written to a file of its own), or the file at ``config_path``."""
+            if config_path is None:
+                data = copy.deepcopy(data or config_data())
+                socket_table = data.setdefault("socket", {})
+                if socket_table.get("type", "unix") == "unix":
+                    socket_table.setdefault("path", str(short_dir / f"s{len(running)}.sock"))
+                else:
+                    socket_table.setdefault("port", 0)  # the kernel picks; the server reports it
+                config_path = write_config(short_dir / f"config{len(running)}.toml", data)
+            path = config_path
             env = environ if environ is not None else {}
             config = config_module.load(path, env)
             bound = [listeners.bind(config.socket)]
