@@ -36,8 +36,11 @@ def host(docker_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Ite
     sdist, wheels = debian_host.wheelhouse(tmp_path_factory)
     host = debian_host.start_systemd(docker_images.client, sdist, wheels)
     try:
-        for step in ("host-install", "host-user", "host-config", "host-postfix", "systemd-install"):
+        for step in ("host-install", "host-user", "host-config", "host-postfix"):
             host.readme(step)
+        # Debian 12 as installed: the README's `install -D` must create this directory.
+        assert host.run(["test", "-e", "/etc/sysusers.d"], check=False).exit_code == 1
+        host.readme("systemd-install")
         yield host
     except BaseException:
         print(host.logs())
@@ -96,8 +99,14 @@ def test_the_readme_install_starts_a_notify_service_that_postfix_reaches(host: D
     }
     check = host.readme("host-check")
     assert check.stdout.splitlines()[-1] == RECIPIENT, check.describe("host-check")
-    assert host.run(["stat", "-c", "%U:%G %a", SOCKET]).stdout == "tempmail:postfix 660\n"
+    # READY=1 means ready: the lookup right after `systemctl restart` returns must succeed.
     today, _ = host.addresses()
+    ready = host.sh(
+        "systemctl restart tempmail && "
+        f"runuser -u postfix -- postmap -q {today} {debian_host.SOCKETMAP}"
+    )
+    assert ready.stdout == RECIPIENT + "\n"
+    assert host.run(["stat", "-c", "%U:%G %a", SOCKET]).stdout == "tempmail:postfix 660\n"
     assert host.smtp(today, "systemd-start") == (250, "250")
     host.wait_delivered("systemd-start")
     assert host.smtp("00000000@example.org")[0] == 550
