@@ -103,6 +103,7 @@ def test_example_documents_every_key() -> None:
         "tag_window",
         "tag_delimiter",
         "revoked_tags",
+        "legacy_tags_until",
     }
     accepted |= {f"identity.{k}" for k in identity_keys}
     documented = example_keys(EXAMPLE.read_text()) | {"identity.domains"}  # mentioned inline

@@ -105,6 +105,12 @@ def _keys(now: float, per_class: int) -> dict[str, list[bytes]]:
     def tagged(day: dt.date, tag: str) -> str:
         return str(generate.address_on(identity, day, tag=tag))
 
+    def tagged_wrong(tag: str) -> str:
+        # Today's day hint and the secret's key id, then random digits: the attacker's best
+        # guess, which the server must check with an HMAC.
+        local = generate.address_on(identity, today, tag=tag).local
+        return f"{local[: -identity.length]}{random_code()}@{DOMAIN}"
+
     tags = [f"t{n}" for n in range(pool)]
     raw = {
         "wrong": [f"{random_code()}@{DOMAIN}".encode() for _ in range(pool)],
@@ -118,8 +124,8 @@ def _keys(now: float, per_class: int) -> dict[str, list[bytes]]:
             str(generate.address_on(identity, today, scheme=s)).encode()
             for s in (schemes.HMAC, schemes.MD5)
         ],
-        "tag_wrong": [f"{tag}.{random_code()}@{DOMAIN}".encode() for tag in tags],
-        "tag_wrong2": [f"{tag}.{random_code()}@{DOMAIN}".encode() for tag in tags],
+        "tag_wrong": [tagged_wrong(tag).encode() for tag in tags],
+        "tag_wrong2": [tagged_wrong(tag).encode() for tag in tags],
         "tag_old_day": [
             tagged(old_days[i % len(old_days)], t).encode() for i, t in enumerate(tags)
         ],

@@ -138,6 +138,9 @@ class Identity:
     #: is inline or from $TEMPMAIL_SECRET) and the files of the previous ones, all absolute.
     secret_file: Path | None = None
     previous_secret_files: tuple[Path, ...] = ()
+    #: The last local date on which 1.x tagged addresses (``TAG.CODE`` without a day hint)
+    #: were handed out; they are checked for the dates of the tag window up to this one.
+    legacy_tags_until: dt.date | None = None
 
     @property
     def domain(self) -> str:
@@ -467,6 +470,7 @@ def _identity(
             f"Postfix reads the reply), got {tag_delimiter!r}",
         )
     revoked = _revoked_tags(table)
+    legacy_tags_until = _legacy_tags_until(table, tags=tags, zone=zone, tag_window=tag_window)
     if tags and schemes.HMAC not in accept:
         table.problem("tags", "tagged addresses need the hmac scheme in 'accept'")
     sources = _secrets(table, server, env_secret)
@@ -491,6 +495,7 @@ def _identity(
         tag_window=tag_window,
         tag_delimiter=tag_delimiter,
         revoked_tags=frozenset(revoked),
+        legacy_tags_until=legacy_tags_until,
     )
 
 
@@ -516,6 +521,45 @@ def _revoked_tags(table: _Table) -> list[str]:
         if not schemes.TAG_PATTERN.fullmatch(tag):
             table.problem("revoked_tags", f"{tag!r} is not a tag (lowercase letters, digits, _ -)")
     return revoked
+
+
+def _legacy_tags_until(
+    table: _Table, *, tags: bool, zone: ZoneInfo, tag_window: int
+) -> dt.date | None:
+    """The upgrade day after which no 1.x tagged address was handed out (a TOML date)."""
+    table.seen.add("legacy_tags_until")
+    raw = table.data.get("legacy_tags_until")
+    if raw is None:
+        return None
+    # A TOML date, or the same as a string; a date-time (a subclass of date) is refused.
+    day = raw if type(raw) is dt.date else _iso_date(raw)
+    if day is None:
+        table.problem(
+            "legacy_tags_until",
+            "expected a date like 2026-11-27 (the day you upgraded from tempmail 1.x)",
+        )
+        return None
+    if not tags:
+        table.problem("legacy_tags_until", "only for tagged addresses: set tags = true")
+        return None
+    # The one check that depends on today: a date that has left the window is only clutter.
+    oldest = dt.datetime.now(zone).date() - dt.timedelta(days=tag_window - 1)
+    if day < oldest:
+        table.warn(
+            "legacy_tags_until",
+            f"{day} is before every date of the tag window (tag_window = {tag_window}): "
+            "every 1.x tagged address has expired; remove this key",
+        )
+    return day
+
+
+def _iso_date(value: object) -> dt.date | None:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d\d-\d\d", value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:  # 2026-02-30
+        return None
 
 
 def _domains(table: _Table) -> tuple[str, ...]:

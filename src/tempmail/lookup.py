@@ -5,6 +5,12 @@ lookup is one hash and one dictionary probe. The table is keyed by a keyed BLAKE
 the normalised address (a random key per process): the probe compares digests, never the
 attacker's bytes with a code, so its timing tells nothing about how close a guess was.
 
+Tagged addresses ``TAG.CODE`` cannot be tabled (the tag is anyone's choice): the code carries
+a day hint and a key id (schemes.tagged_code), so a tagged lookup computes one HMAC, whatever
+``tag_window`` and the number of secrets; hints outside the window, unknown key ids and revoked
+tags cost exactly the same. Only 1.x tagged codes (no hint) are tried for every date up to
+``legacy_tags_until`` and every secret, a cost that shrinks to nothing as those dates expire.
+
 What Postfix does *not* do for socketmap tables, the lookup does (see README, "Postfix facts"):
 fold case, strip a recipient delimiter extension, answer bare domains and other non-address
 keys with a fast NOTFOUND, and never map an address that could be a result (no loops).
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from tempmail.config import Identity
+    from tempmail.secret import Secret
 
 _DIGEST_SIZE: Final = 16
 _HEX: Final = frozenset(b"0123456789abcdef")
@@ -52,10 +59,69 @@ class Result:
 NOT_AN_ADDRESS: Final = Result(NOTFOUND)
 
 
-@dataclass(frozen=True, slots=True)
 class _TagRules:
-    identity: Identity
-    dates: tuple[dt.date, ...]
+    """How one identity's tagged codes are checked while one table is in use."""
+
+    __slots__ = (
+        "_any_secret",
+        "_day_by_hint",
+        "_identity",
+        "_legacy_dates",
+        "_secrets_by_key_id",
+        "_today",
+        "code_length",
+        "legacy_code_length",
+    )
+
+    def __init__(self, identity: Identity, dates: tuple[dt.date, ...]) -> None:
+        self._identity = identity
+        self.code_length = schemes.TAG_PREFIX_DIGITS + identity.length
+        # At most 366 dates, and hints repeat only every 4096 days: one date per hint.
+        self._day_by_hint = {schemes.day_hint(day).encode(): day for day in dates}
+        self._today = dates[0]
+        by_key_id: dict[bytes, list[Secret]] = {}
+        for secret in identity.secrets:
+            by_key_id.setdefault(schemes.key_id(secret.reveal()).encode(), []).append(secret)
+        self._secrets_by_key_id = {key: tuple(found) for key, found in by_key_id.items()}
+        self._any_secret = identity.secrets[:1]
+        until = identity.legacy_tags_until
+        self._legacy_dates = tuple(d for d in dates if until is not None and d <= until)
+        # 0 (no key is that long) once every 1.x date has left the window.
+        self.legacy_code_length = identity.length if self._legacy_dates else 0
+
+    def check(self, tag: str, code: bytes) -> Result | None:
+        """The result for a code ``HINT KEYID MAC`` of this identity's length, or None."""
+        identity = self._identity
+        hint = code[: schemes.DAY_HINT_DIGITS]
+        key_id = code[schemes.DAY_HINT_DIGITS : schemes.TAG_PREFIX_DIGITS]
+        mac = code[schemes.TAG_PREFIX_DIGITS :]
+        day = self._day_by_hint.get(hint)
+        candidates = self._secrets_by_key_id.get(key_id)
+        # The same work for every key: a hint outside the window, a key id of no secret and a
+        # revoked tag each still cost one HMAC and one comparison, so timing tells none apart.
+        revoked = tag in identity.revoked_tags
+        matched = False
+        for secret in candidates or self._any_secret:
+            expected = schemes.tag_mac(day or self._today, tag, secret.reveal(), identity.length)
+            if hmac.compare_digest(expected.encode(), mac):
+                matched = True
+        if not matched or revoked or day is None or candidates is None:
+            return None
+        return _tagged_result(identity, day, tag)
+
+    def check_legacy(self, tag: str, code: bytes) -> Result | None:
+        """The result for a 1.x code (HMAC digits only), tried for every date and secret."""
+        identity = self._identity
+        revoked = tag in identity.revoked_tags
+        found: dt.date | None = None
+        for day in self._legacy_dates:
+            for secret in identity.secrets:
+                expected = schemes.legacy_tagged_code(day, tag, secret.reveal(), identity.length)
+                if hmac.compare_digest(expected.encode(), code) and found is None:
+                    found = day
+        if found is None or revoked:
+            return None
+        return _tagged_result(identity, found, tag)
 
 
 class AddressTable:
@@ -96,8 +162,8 @@ class AddressTable:
         if identity.tags:
             tag_span = window.span_at(now, identity.timezone, identity.tag_window)
             self._narrow(tag_span, identity)
+            rules = _TagRules(identity, tag_span.dates)
             for domain in identity.domains:
-                rules = _TagRules(identity, tag_span.dates)
                 self._tags.setdefault(domain.encode(), []).append(rules)
 
     def _narrow(self, span: window.Span, identity: Identity) -> None:
@@ -130,41 +196,52 @@ class AddressTable:
         # wildcard probes are never temporary addresses.
         if not local or not at or domain not in self._domains:
             return NOT_AN_ADDRESS
-        for delimiter in delimiters:
-            cut = local.find(delimiter)
-            if cut > 0:  # Postfix does not split "+foo": an extension needs a user before it
-                local = local[:cut]
-        found = self._by_digest.get(self._digest(local, domain))
+        found = self._by_digest.get(self._digest(_without_extension(local, delimiters), domain))
         if found is not None:
             return found
         rules = self._tags.get(domain)
         if rules is not None and b"." in local:
-            return self._resolve_tagged(local, rules)
+            return self._resolve_tagged(local, delimiters, rules)
         return NOT_AN_ADDRESS
 
-    def _resolve_tagged(self, local: bytes, rules: list[_TagRules]) -> Result:
-        tag_bytes, _, code = local.rpartition(b".")
-        tag = tag_bytes.decode()  # ASCII: non-ASCII keys never reach a tagged domain's digits
-        if not schemes.TAG_PATTERN.fullmatch(tag) or not _HEX.issuperset(code):
+    def _resolve_tagged(self, local: bytes, delimiters: bytes, rules: list[_TagRules]) -> Result:
+        # A tag has no "." and a code no delimiter, so the first "." ends the tag (which may
+        # hold a delimiter character: "news-letter" with recipient_delimiter "+-") and an
+        # extension can only follow the code.
+        tag_bytes, _, rest = local.partition(b".")
+        code = _without_extension(rest, delimiters)
+        if not tag_bytes.isascii() or not _HEX.issuperset(code):
+            return NOT_AN_ADDRESS
+        tag = tag_bytes.decode("ascii")
+        if not schemes.TAG_PATTERN.fullmatch(tag):
             return NOT_AN_ADDRESS
         found = NOT_AN_ADDRESS
-        for rule in rules:
-            identity = rule.identity
-            if len(code) != identity.length:
+        for rule in rules:  # every identity on this domain is checked, whichever matches
+            if len(code) == rule.code_length:
+                result = rule.check(tag, code)
+            elif len(code) == rule.legacy_code_length:
+                result = rule.check_legacy(tag, code)
+            else:
                 continue
-            # A revoked tag costs the same HMACs as any other, so timing does not tell which
-            # tags are revoked; every candidate is computed, whatever matched first.
-            revoked = tag in identity.revoked_tags
-            for day in rule.dates:
-                for secret in identity.secrets:
-                    expected = schemes.tagged_code(day, tag, secret.reveal(), identity.length)
-                    matches = hmac.compare_digest(expected.encode(), code)
-                    if matches and not revoked and found is NOT_AN_ADDRESS:
-                        found = Result(
-                            socketmap.ok(_with_extension(identity, tag)),
-                            Match(identity.name, day, schemes.HMAC.name, tag),
-                        )
+            if result is not None and found is NOT_AN_ADDRESS:
+                found = result
         return found
+
+
+def _without_extension(local: bytes, delimiters: bytes) -> bytes:
+    """``local`` up to its first recipient delimiter, as Postfix splits an extension off."""
+    for delimiter in delimiters:
+        cut = local.find(delimiter)
+        if cut > 0:  # Postfix does not split "+foo": an extension needs a user before it
+            local = local[:cut]
+    return local
+
+
+def _tagged_result(identity: Identity, day: dt.date, tag: str) -> Result:
+    return Result(
+        socketmap.ok(_with_extension(identity, tag)),
+        Match(identity.name, day, schemes.HMAC.name, tag),
+    )
 
 
 def _with_extension(identity: Identity, tag: str) -> str:
