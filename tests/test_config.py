@@ -86,6 +86,7 @@ def test_example_documents_every_key() -> None:
     accepted = {f"server.{f.name}" for f in dataclasses.fields(config.ServerSettings)}
     accepted |= {f"socket.{f.name}" for f in dataclasses.fields(config.SocketSettings)}
     accepted |= {f"metrics.{f.name}" for f in dataclasses.fields(config.MetricsSettings)}
+    accepted |= {f"publish.{f.name}" for f in dataclasses.fields(config.PublishSettings)}
     identity_keys = {
         "domain",
         "domains",

@@ -159,6 +159,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PublishSettings:
+    """Files that show today's addresses to a website, which then needs no secret."""
+
+    file: Path | None = None  # today's address of each identity, one per line
+    json: Path | None = None  # the same with date, end of validity and scheme, as JSON
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """A loaded, validated configuration."""
 
@@ -167,6 +176,7 @@ class Config:
     socket: SocketSettings
     identities: tuple[Identity, ...]
     metrics: MetricsSettings = MetricsSettings()
+    publish: PublishSettings = PublishSettings()
     warnings: tuple[str, ...] = ()
     #: The files this configuration was read from: the config file (when loaded from one)
     #: and every secret file, as absolute paths. A reload watches them for changes.
@@ -224,6 +234,7 @@ def parse(
     socket = _socket(top.table("socket"))
     metrics = _metrics(top.table("metrics"))
     identities = _identities(top.table("identities"), server, environ)
+    publish = _publish(top.table("publish"), [*([path] if path else []), *reader.files_read])
     top.done()
     if file_mode is not None and path is not None and _has_inline_secret(data):
         problem = check_permissions(path, file_mode, server.secret_permissions)
@@ -236,6 +247,7 @@ def parse(
         socket=socket,
         identities=identities,
         metrics=metrics,
+        publish=publish,
         warnings=tuple(reader.warnings),
         files=tuple(dict.fromkeys([*([path.absolute()] if path else []), *reader.files_read])),
     )
@@ -422,6 +434,38 @@ def _metrics(table: _Table) -> MetricsSettings:
     )
     table.done()
     return settings
+
+
+def _publish(table: _Table, protected: list[Path]) -> PublishSettings:
+    """[publish]: paths relative to the config file, a mode that lets nobody else write."""
+    default = PublishSettings()
+    mode_text = table.get("mode", str, f"{default.mode:04o}")
+    mode = default.mode
+    if not _MODE.fullmatch(mode_text):
+        table.problem("mode", f'expected an octal mode like "0644", got {mode_text!r}')
+    elif int(mode_text, 8) & 0o022:
+        # Whoever can rewrite the file decides which address the website shows.
+        table.problem(
+            "mode", f"{mode_text} lets other users rewrite the published file; use 0644 or 0640"
+        )
+    else:
+        mode = int(mode_text, 8)
+    # Writing over the configuration or a secret would lose it (and publish nothing useful).
+    # resolve(): a symlink or ".." does not hide that two names are one file.
+    taken = {p.resolve(): "the configuration file or a secret file" for p in protected}
+    paths: dict[str, Path] = {}
+    for key in ("file", "json"):
+        path = table.path(key)
+        if path is None:
+            continue
+        where = path.resolve()
+        if where in taken:
+            table.problem(key, f"{path} is {taken[where]}; publish to a file of its own")
+        else:
+            paths[key] = path
+            taken[where] = f"also publish.{key}"
+    table.done()
+    return PublishSettings(file=paths.get("file"), json=paths.get("json"), mode=mode)
 
 
 def _identities(
