@@ -12,11 +12,14 @@ import stat
 import subprocess
 import tempfile
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used
 
 from helpers import IDENTITY, SECRET, at, config_data, require_tool, write_config
 from tempmail import config, generate, publish, schemes, window
@@ -461,3 +464,58 @@ def test_window_and_generate_agree_with_what_is_published() -> None:
 def test_the_readme_shows_the_tested_php_line() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert documented("publish: php") in readme
+
+
+# --- the container examples (files only; tests/integration runs the sidecar) -----------------
+
+REPO = Path(__file__).parent.parent
+COMPOSE = REPO / "deploy" / "compose"
+
+
+def test_the_compose_override_is_valid_and_shares_the_publish_directory() -> None:
+    """docker-compose itself merges compose.yaml and compose.publish.yaml as documented."""
+    compose = require_tool("docker-compose", "docker-compose")
+    merged = subprocess.run(
+        [compose, "-f", "compose.yaml", "-f", "compose.publish.yaml", "config"],
+        cwd=COMPOSE,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    services = yaml.safe_load(merged)["services"]
+    publish_dir = str(COMPOSE / "publish")
+    assert f"{publish_dir}:/run/tempmail-publish:rw" in services["tempmail"]["volumes"]
+    assert f"{publish_dir}:/usr/share/nginx/html/tempmail:ro" in services["web"]["volumes"]
+    assert services["tempmail"]["read_only"] is True  # the override loosens nothing
+    table = tomllib.loads(documented("publish: compose-config"))
+    for key in ("file", "json"):
+        assert Path(table["publish"][key]).parent == Path("/run/tempmail-publish")
+    data = config_data()
+    data["publish"] = table["publish"]
+    assert load(data).publish.json == Path("/run/tempmail-publish/address.json")
+
+
+def deployment_with_the_documented_block() -> dict[str, Any]:
+    """deploy/kubernetes/deployment.yaml with the block of docs/publishing.md merged in."""
+    deployment = yaml.safe_load((REPO / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    block = yaml.safe_load(documented("publish: kubernetes"))
+    pod = deployment["spec"]["template"]["spec"]
+    pod["volumes"] += block["volumes"]
+    for container in block["containers"]:
+        existing = [c for c in pod["containers"] if c["name"] == container["name"]]
+        if existing:
+            existing[0]["volumeMounts"] += container["volumeMounts"]
+        else:
+            pod["containers"].append(container)
+    return dict(deployment)
+
+
+@pytest.mark.parametrize("version", ["1.30", kubernetes_validate.latest_version()])
+def test_the_kubernetes_block_validates_merged_into_the_deployment(version: str) -> None:
+    deployment = deployment_with_the_documented_block()
+    kubernetes_validate.validate(deployment, version, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]} for c in pod["containers"]}
+    assert mounts["tempmail"]["publish"]["mountPath"] == "/run/tempmail-publish"
+    assert mounts["web"]["publish"]["readOnly"] is True
+    assert "readOnly" not in mounts["tempmail"]["publish"]
