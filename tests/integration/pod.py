@@ -8,13 +8,19 @@ one network namespace, held by a sleeping "pause" container, and reach each othe
 127.0.0.1; nothing is reachable from outside.
 
 Volumes are host directories prepared the way the kubelet prepares them: an emptyDir is
-0777 plus fsGroup (group and setgid bit); configMap and secret files are owned by root,
-group fsGroup, mode defaultMode with group read added.
+0777 plus fsGroup (group and setgid bit). configMap and secret volumes have the kubelet's
+atomic-writer layout: the files are in a timestamped directory (``..2026_11_29_09_30_00.N``),
+``..data`` is a symlink to it, and each visible name is a symlink through ``..data``. The files
+are owned by root, group fsGroup, mode defaultMode with group read added. An update
+(:meth:`Pod.update_volume`) writes a new timestamped directory, points ``..data_tmp`` at it and
+renames that over ``..data`` (one atomic switch of every file at once), then removes the old
+directory, as the kubelet does when a ConfigMap or Secret changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shutil
@@ -80,6 +86,7 @@ class Pod:
     name: str = field(default_factory=lambda: f"tempmail-it-pod-{uuid.uuid4().hex[:8]}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tempmail-pod-")))
     volumes: dict[str, tuple[Path, bool]] = field(default_factory=dict)  # path, read-only
+    modes: dict[str, int] = field(default_factory=dict)  # configMap/secret file modes
     containers: dict[str, Any] = field(default_factory=dict)
     pause: Any = None
 
@@ -137,13 +144,37 @@ class Pod:
             raise NotImplementedError(f"volume type of {volume}")
         if self.fs_group is not None:
             mode |= 0o440  # the kubelet adds group read for fsGroup
-        for key, content in data.items():
-            target = path / key
-            target.write_text(content)
-            os.chown(target, 0, group)
-            target.chmod(mode)
+        self.modes[volume["name"]] = mode
         path.chmod(0o755)
         self.volumes[volume["name"]] = (path, True)  # configMap and secret: always read-only
+        self.update_volume(volume["name"], data)
+
+    def update_volume(self, name: str, data: dict[str, str]) -> None:
+        """Give a configMap or secret volume new contents, atomically, as the kubelet does."""
+        path, _ = self.volumes[name]
+        group = self.fs_group if self.fs_group is not None else -1
+        stamp = dt.datetime.now(dt.UTC).strftime("..%Y_%m_%d_%H_%M_%S.")
+        version = Path(tempfile.mkdtemp(prefix=stamp, dir=path))
+        version.chmod(0o755)
+        for key, content in data.items():
+            target = version / key
+            target.write_text(content)
+            os.chown(target, 0, group)
+            target.chmod(self.modes[name])
+        data_link = path / "..data"
+        previous = data_link.readlink() if data_link.is_symlink() else None
+        temporary = path / "..data_tmp"
+        temporary.symlink_to(version.name)
+        temporary.replace(data_link)  # rename(2): every name switches at once
+        for key in data:
+            visible = path / key
+            if not visible.is_symlink():
+                visible.symlink_to(Path("..data") / key)
+        for old in path.iterdir():
+            if not old.name.startswith("..") and old.name not in data:
+                old.unlink()  # a key the update removed
+        if previous is not None:
+            shutil.rmtree(path / previous)
 
     # --- containers --------------------------------------------------------------------------
 

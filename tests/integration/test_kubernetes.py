@@ -11,15 +11,21 @@ import functools
 import os
 import secrets
 import stat
+import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import kubernetes_validate
 import pytest
 
+from tempmail.client import Client
+from tempmail.socketmap import Status
+
 from .conftest import REPO, Images, missing_prerequisite
+from .fault_tools import address_of, wait_past_utc_midnight
 from .pod import Pod, find, load_manifests
 from .stack import maildir_messages, wait_until
 
@@ -29,6 +35,9 @@ MANIFESTS = REPO / "deploy" / "kubernetes"
 #: The oldest Kubernetes still supported upstream when this was written, and the newest
 #: schema kubernetes-validate ships.
 VERSIONS = ("1.30", kubernetes_validate.latest_version())
+#: The ConfigMap's map name, and how soon a swapped volume must be served (issue 10: 5 s).
+MAP_NAME = "tempmail"
+RELOAD_WITHIN = 5.0
 
 #: Sent from inside the tempmail container (it has Python): RCPT, then DATA if accepted.
 SMTP_SCRIPT = """
@@ -98,18 +107,11 @@ def test_tempmail_container_is_locked_down(pod_spec: dict[str, Any]) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert pod_spec["securityContext"]["fsGroup"] == 10001
+    # No probe reads the config: a broken file on disk must not fail a serving pod.
+    server = ["--socket", "unix:/run/tempmail/socket", "--map", "tempmail"]
     for probe in ("startupProbe", "readinessProbe"):
-        assert sidecar[probe]["exec"]["command"] == ["tempmail", "query", "--self-test"]
-    # Liveness reads no config: a broken config on disk must not get a serving pod killed.
-    assert sidecar["livenessProbe"]["exec"]["command"] == [
-        "tempmail",
-        "query",
-        "--ping",
-        "--socket",
-        "unix:/run/tempmail/socket",
-        "--map",
-        "tempmail",
-    ]
+        assert sidecar[probe]["exec"]["command"] == ["tempmail", "query", "--self-test", *server]
+    assert sidecar["livenessProbe"]["exec"]["command"] == ["tempmail", "query", "--ping", *server]
     for each in pod_spec["containers"]:
         assert set(each["resources"]) == {"requests", "limits"}, each["name"]
         assert each["securityContext"]["allowPrivilegeEscalation"] is False
@@ -134,6 +136,11 @@ def test_paths_agree_between_config_and_mounts(
     assert {e["name"]: e["value"] for e in sidecar["env"]}["TEMPMAIL_CONFIG"] == (
         f"{mount_path(sidecar, 'config')}/config.toml"
     )
+    # The probes name the server themselves (they read no config): the config's socket and map.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = sidecar[probe]["exec"]["command"]
+        assert command[command.index("--socket") + 1] == f"unix:{socket_path}"
+        assert command[command.index("--map") + 1] == config["server"]["map_name"]
 
 
 # --- the pod, run with docker as the manifest says ---------------------------------------------
@@ -146,7 +153,9 @@ def pod(
     if os.geteuid() != 0:
         missing_prerequisite("preparing volumes as the kubelet does (chown to fsGroup) needs root")
     configmaps = {d["metadata"]["name"]: d for d in documents if d["kind"] == "ConfigMap"}
-    secret = {"secret": secrets.token_urlsafe(32) + "\n"}
+    first = secrets.token_urlsafe(32) + "\n"
+    # As the ConfigMap's comment says: the previous secret is the current one at first.
+    secret = {"secret": first, "previous": first}
     running = Pod(docker_images.client, pod_spec, {"secret": secret}, configmaps)
     try:
         running.start()
@@ -199,3 +208,116 @@ def test_pod_runs_tempmail_unprivileged(pod: Pod) -> None:
     info = (socket_dir / "socket").stat()
     assert stat.S_ISSOCK(info.st_mode)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (10001, 10001, 0o660)
+
+
+# --- changes without a signal: the kubelet's ..data swap --------------------------------------
+
+
+class LookupLoad:
+    """Lookups of one address in a thread, over one connection as Postfix keeps it open.
+
+    Every answer other than ``expected`` counts as a failure, and so does every connection
+    error (the connection is then opened again).
+    """
+
+    def __init__(self, target: str, address: str, expected: str) -> None:
+        self.target, self.address, self.expected = target, address, expected
+        self.count = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def wait_for(self, count: int) -> None:
+        wait_until(lambda: self.count >= count, 30, 0.01, f"{count} lookups")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with Client(self.target, timeout=5) as client:
+                    while not self._stop.is_set():
+                        reply = client.query(MAP_NAME, self.address)
+                        self.count += 1
+                        if (reply.status, reply.data) != (Status.OK, self.expected):
+                            self.failures.append(f"{reply.status.value} {reply.data}")
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+
+def lookup(target: str, address: str) -> tuple[Status, str]:
+    with Client(target, timeout=5) as client:
+        reply = client.query(MAP_NAME, address)
+    return reply.status, reply.data
+
+
+def sidecar_logs(pod: Pod) -> str:
+    return str(pod.containers["tempmail"].logs().decode(errors="replace"))
+
+
+@pytest.mark.timeout(120)
+def test_secret_rotation_by_a_data_swap_fails_no_lookup(
+    pod: Pod, documents: list[dict[str, Any]]
+) -> None:
+    """Swapping the Secret's ..data to new + previous secret while lookups run: 0 failures."""
+    wait_past_utc_midnight(margin=60)
+    table = sidecar_config(documents)["identities"]["default"]
+    recipient = table["recipient"]
+    secret_dir, _ = pod.volumes["secret"]
+    old_secret = (secret_dir / "secret").read_text().strip()
+    new_secret = secrets.token_urlsafe(32)
+    old_address, new_address = address_of(table, old_secret), address_of(table, new_secret)
+    target = f"unix:{pod.volumes['socket'][0] / 'socket'}"
+    link = pod.exec("tempmail", ["readlink", "/run/secrets/tempmail/secret"])
+    assert link.stdout == "..data/secret\n", link  # the kubelet's layout, seen in the pod
+    assert lookup(target, new_address) == (Status.NOTFOUND, "")
+    with LookupLoad(target, old_address, recipient) as load:
+        load.wait_for(200)
+        swapped = time.monotonic()
+        pod.update_volume("secret", {"secret": new_secret + "\n", "previous": old_secret + "\n"})
+        wait_until(
+            lambda: lookup(target, new_address) == (Status.OK, recipient),
+            RELOAD_WITHIN + 5,
+            0.05,
+            "the new secret served",
+        )
+        took = time.monotonic() - swapped
+        load.wait_for(load.count + 200)
+    print(f"\nrotated secret served {took:.2f} s after the ..data swap; {load.count} lookups")
+    assert load.failures == []
+    assert took <= RELOAD_WITHIN
+    logs = sidecar_logs(pod)
+    assert "SIGHUP" not in logs
+    assert "(file; generation 2)" in logs
+
+
+@pytest.mark.timeout(120)
+def test_a_broken_configmap_leaves_the_pod_ready_and_is_logged(
+    pod: Pod, documents: list[dict[str, Any]]
+) -> None:
+    """A broken config swapped in: every probe still passes, the log says why it was refused."""
+    shipped = find(documents, "ConfigMap", "tempmail-config")["data"]["config.toml"]
+    refused = "still serving the previous configuration"
+    seen = sidecar_logs(pod).count(refused)
+    pod.update_volume("config", {"config.toml": shipped + "\n[server\n"})
+    wait_until(lambda: sidecar_logs(pod).count(refused) > seen, 15, 0.1, "the refused reload")
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert pod.probe("tempmail", kind), f"{kind} failed with a broken file on disk"
+    sidecar = container(find(documents, "Deployment")["spec"]["template"]["spec"], "tempmail")
+    for kind in ("readinessProbe", "livenessProbe"):
+        output = pod.exec("tempmail", sidecar[kind]["exec"]["command"])
+        assert "@" not in output.stdout + output.stderr, output  # never an address in events
+    reloads = sidecar_logs(pod).count("configuration reloaded")
+    pod.update_volume("config", {"config.toml": shipped})
+    wait_until(
+        lambda: sidecar_logs(pod).count("configuration reloaded") > reloads,
+        15,
+        0.1,
+        "the repaired config reloaded",
+    )
