@@ -8,6 +8,7 @@ renamed over the old one, so the old inode is left behind), and mail is sent ove
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import subprocess
@@ -125,3 +126,50 @@ def today_address(execute: Callable[[list[str]], tuple[int, str]]) -> str:
     code, output = execute(["tempmail", "address"])
     assert code == 0, f"tempmail address: exit {code}: {output}"
     return next(line for line in output.splitlines() if "@" in line and " " not in line)
+
+
+#: The image's healthcheck command (container/Containerfile): asks the running server.
+SELF_TEST = [
+    "tempmail",
+    "query",
+    "--self-test",
+    "--socket",
+    "unix:/run/tempmail/socket",
+    "--map",
+    "tempmail",
+]
+
+
+def postfix_substitutions(port: int) -> list[tuple[str, str]]:
+    """What a documented Postfix command needs here: host networking and a free port instead
+    of ``-p 25:25`` (no bridge network on the test machine), loopback instead of every
+    interface (a test must not listen on the network)."""
+    return [
+        (" -p 25:25 ", " --network host "),
+        ("-e SMTP_PORT=25 ", f"-e SMTP_PORT={port} "),
+        ("-e SMTP_INTERFACES=all ", "-e SMTP_INTERFACES=loopback-only "),
+    ]
+
+
+def substituted(text: str, substitutions: list[tuple[str, str]]) -> str:
+    """``text`` with each substitution made; each must match exactly once."""
+    for old, new in substitutions:
+        assert text.count(old) == 1, f"the documented block no longer has {old!r} exactly once"
+        text = text.replace(old, new)
+    return text
+
+
+def log_time(line: str) -> float:
+    """The UTC timestamp that starts a tempmail log line, as seconds since the epoch."""
+    stamp = line.split(" ", 1)[0]
+    parsed = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def shutdown_seconds(log: str) -> float:
+    """From the last "received SIGTERM" to the final "stopped" line of a sidecar's log."""
+    lines = log.splitlines()
+    assert lines, "no log"
+    assert lines[-1].endswith("tempmail.server: stopped"), lines[-1]
+    began = next(line for line in reversed(lines) if "received SIGTERM" in line)
+    return log_time(lines[-1]) - log_time(began)

@@ -48,6 +48,7 @@ from .operator_steps import (
     new_secret,
     replace_like_an_editor,
     run,
+    shutdown_seconds,
     smtp_inside,
     today_address,
     write_secret_directory,
@@ -345,10 +346,47 @@ def test_hup_reloads_a_replaced_config(project: Project) -> None:
     wait_until(lambda: recipient_of(project, address) == "user@localhost", 10, 0.1, "reset")
 
 
-def log_time(line: str) -> float:
-    """The UTC timestamp that starts a tempmail log line, as seconds since the epoch."""
-    stamp = line.split(" ", 1)[0]
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+def docker_time(stamp: str) -> float:
+    """Seconds since the epoch of one of docker's RFC 3339 UTC times (nanoseconds, Z)."""
+    whole, _, fraction = stamp.removesuffix("Z").partition(".")
+    parsed = dt.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+    return parsed.timestamp() + float(f"0.{fraction or 0}")
+
+
+def health_checks_since(project: Project, since: float) -> list[dict[str, Any]]:
+    """Docker's record of the healthchecks that started after ``since`` (epoch seconds)."""
+    health = project.container("tempmail").attrs["State"]["Health"]
+    return [check for check in health["Log"] if docker_time(check["Start"]) > since]
+
+
+@pytest.mark.timeout(120)
+def test_a_broken_config_file_leaves_the_sidecar_healthy(project: Project) -> None:
+    """A broken config on disk: refused and logged, and docker's health status stays healthy."""
+    config = project.config_dir / "config.toml"
+    shipped = config.read_text()
+    refused = "still serving the previous configuration"
+    seen = project.logs().count(refused)
+    broken_at = time.time()
+    replace_like_an_editor(config, shipped + "\nthis line is not TOML\n", 0o644)
+    try:
+        wait_until(lambda: project.logs().count(refused) > seen, 15, 0.1, "the refused reload")
+        line = [line for line in project.logs().splitlines() if refused in line][-1]
+        assert "/etc/tempmail/config.toml: invalid TOML" in line, line
+        # Three failed checks in a row would make it unhealthy (the image's --retries=3).
+        wait_until(
+            lambda: len(health_checks_since(project, broken_at)) >= 4,
+            30,
+            0.2,
+            "four healthchecks after the break",
+        )
+        checks = health_checks_since(project, broken_at)
+        assert [c["ExitCode"] for c in checks] == [0] * len(checks), checks
+        assert all("@" not in c["Output"] for c in checks), checks  # never an address
+        assert project.health() == "healthy"
+    finally:
+        replace_like_an_editor(config, shipped, 0o644)
+    address = today_address(project.exec_in("tempmail"))
+    assert project.smtp(address).rcpt == ACCEPTED
 
 
 @pytest.mark.timeout(120)
@@ -359,16 +397,11 @@ def test_compose_stop_removes_the_socket_and_exits_0(project: Project) -> None:
     took = time.monotonic() - t0
     sidecar = project.container("tempmail")
     assert sidecar.attrs["State"]["ExitCode"] == 0
-    lines = project.logs().splitlines()
-    began = log_time(next(line for line in reversed(lines) if "received SIGTERM" in line))
-    stopped = log_time(lines[-1])
-    assert lines[-1].endswith("tempmail.server: stopped"), lines[-1]
+    shutdown = shutdown_seconds(project.logs())
     code, _ = project.exec_in("postfix")(["test", "-e", f"{POSTFIX_SOCKET_DIR}/socket"])
     assert code == 1
     assert project.smtp("anything@example.test").rcpt == 451
-    print(
-        f"\ndocker-compose stop took {took:.2f} s; the sidecar's shutdown {stopped - began:.3f} s"
-    )
-    assert stopped - began < 1
+    print(f"\ndocker-compose stop took {took:.2f} s; the sidecar's shutdown {shutdown:.3f} s")
+    assert shutdown < 1
     project("start", "tempmail")
     wait_until(lambda: project.health() == "healthy", 30, 0.1, "healthy again")
