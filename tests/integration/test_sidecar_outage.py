@@ -1,15 +1,34 @@
-"""The sidecar goes away: Postfix must defer (4xx), never accept and drop, and recover by itself."""
+"""The sidecar goes away: Postfix must defer (4xx), never accept and drop, and recover by itself.
+
+Postfix is configured as the README says (guarded.py: the lines of `tempmail postfix-config`),
+so an outage defers the mail of the temporary domains only: everyone else's mail is delivered
+at once.
+"""
 
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from .stack import Stack, unique_subject, wait_until
+from .conftest import Images
+from .guarded import GuardedStack, guarded_stacks
+from .stack import RECIPIENT, Stack, unique_subject, wait_until
 
 pytestmark = pytest.mark.containers
+
+
+@pytest.fixture(scope="module")
+def make_guarded(docker_images: Images) -> Iterator[Callable[..., GuardedStack]]:
+    yield from guarded_stacks(docker_images)
+
+
+@pytest.fixture(scope="module")
+def stack(make_guarded: Callable[..., GuardedStack]) -> Stack:
+    """This module's stack: Postfix configured with tempmail postfix-config."""
+    return make_guarded()
 
 
 @pytest.fixture
@@ -82,3 +101,31 @@ def test_postfix_restarted_while_the_sidecar_is_down(down: Stack) -> None:
     subject = unique_subject("postfix-restart")
     down.send_with_retry(down.address(), subject)
     down.wait_for_message(subject)
+
+
+def test_an_outage_defers_only_the_temporary_domains(stack: Stack) -> None:
+    """Sidecar stopped: user@localhost is delivered at once (SMTP and sendmail); a temporary
+    address gets 451, and the client's retry after the sidecar is back is delivered."""
+    temporary = stack.address()
+    later = unique_subject("temporary-after-outage")
+    stack.stop_sidecar()
+    try:
+        for label, submit in (("smtp", stack.send), ("sendmail", stack.sendmail_inside)):
+            subject = unique_subject(f"local-during-outage-{label}")
+            t0 = time.monotonic()
+            submit(RECIPIENT, subject)
+            stack.wait_for_message(subject, timeout=10)
+            print(f"\n{label} to {RECIPIENT} delivered in {time.monotonic() - t0:.2f} s")
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refusal:
+            stack.send(temporary, later)
+        code, text = refusal.value.recipients[temporary]
+        assert (code, text) == (
+            451,
+            b"4.3.0 <" + temporary.encode() + b">: Temporary lookup failure",
+        )
+        assert not stack.sidecar_running()
+    finally:
+        stack.ensure_sidecar_running()
+    # An MTA keeps retrying 4xx: now it is accepted and delivered.
+    stack.send_with_retry(temporary, later)
+    stack.wait_for_message(later)
