@@ -175,6 +175,9 @@ class SocketmapConnection(asyncio.Protocol):
         if self._close_reason in (None, CloseReason.SHUTDOWN):
             self._close_reason = reason  # the first specific reason is the one counted
         transport.abort()  # abort, even when closing: its client may not be reading at all
+        # The transport lets go of us on a later turn of the loop; the buffers go now, so that
+        # an eviction for memory frees memory within the turn that needed it.
+        self._session.discard()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 

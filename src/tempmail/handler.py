@@ -13,23 +13,26 @@ from typing import TYPE_CHECKING, Final
 
 from tempmail import socketmap, status
 from tempmail.lookup import Resolver
+from tempmail.socketmap import Reply
 from tempmail.stats import Stats
 
 if TYPE_CHECKING:
     from tempmail.config import Config
-    from tempmail.socketmap import Reply
 
 log = logging.getLogger(__name__)
 
 #: Longest key shown in a log line; the rest is elided.
 _LOGGED_KEY_LENGTH: Final = 200
 _STATUS_MAP: Final = status.STATUS_MAP.encode()
+_MALFORMED: Final = socketmap.perm("malformed request: expected 'mapname key'")
+#: Unknown map names whose PERM reply is kept (they are built with a reason to log).
+_PERM_REPLIES_KEPT: Final = 16
 
 
 class Handler:
     """Answers requests for one loaded configuration; replaced as a whole on reload."""
 
-    __slots__ = ("_debug", "_map_name", "_resolver", "config", "stats")
+    __slots__ = ("_debug", "_map_name", "_perm_replies", "_resolver", "config", "stats")
 
     def __init__(self, config: Config, now: float, stats: Stats | None = None) -> None:
         self.config = config
@@ -37,6 +40,7 @@ class Handler:
         self._map_name = config.server.map_name.encode()
         self._resolver = Resolver(config.identities, config.server.recipient_delimiter, now)
         self._debug = log.isEnabledFor(logging.DEBUG)
+        self._perm_replies: dict[bytes, Reply] = {}
 
     @property
     def resolver(self) -> Resolver:
@@ -49,16 +53,13 @@ class Handler:
             name, key = socketmap.parse_request(request)
         except socketmap.MalformedRequest:
             self.stats.lookups_perm += 1
-            return socketmap.perm("malformed request: expected 'mapname key'")
+            return _MALFORMED
         if name != self._map_name:
             if name == _STATUS_MAP:
                 self.stats.status_requests += 1
                 return status.reply(self.config, self._resolver, self.stats, now)
             self.stats.lookups_perm += 1
-            return socketmap.perm(
-                f"unknown map name '{printable(name)}'; this server answers "
-                f"{self.config.server.map_name!r} (check virtual_alias_maps in main.cf)"
-            )
+            return self._unknown_map(name)
         result = self._resolver.resolve(key, now)
         match = result.match
         if match is None:
@@ -79,6 +80,20 @@ class Handler:
                 else "",
             )
         return result.reply
+
+
+    def _unknown_map(self, name: bytes) -> Reply:
+        """PERM for a map name we do not serve; a misconfigured Postfix repeats one name."""
+        reply = self._perm_replies.get(name)
+        if reply is None:
+            if len(self._perm_replies) >= _PERM_REPLIES_KEPT:
+                self._perm_replies.clear()  # a client cycling through names gains nothing
+            reply = socketmap.perm(
+                f"unknown map name '{printable(name)}'; this server answers "
+                f"{self.config.server.map_name!r} (check virtual_alias_maps in main.cf)"
+            )
+            self._perm_replies[name] = reply
+        return reply
 
 
 class HandlerRef:

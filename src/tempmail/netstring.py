@@ -90,6 +90,11 @@ class NetstringDecoder:
         self._skip: tuple[int, int] | None = None
 
     @property
+    def max_length(self) -> int:
+        """Payloads longer than this are skipped and reported as :class:`Oversized`."""
+        return self._max_length
+
+    @property
     def buffered(self) -> int:
         """Bytes held in the buffer: at most one incomplete frame once events are drained."""
         return len(self._buf)

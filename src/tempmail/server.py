@@ -76,6 +76,8 @@ MAX_HELD_BYTES: Final = 16 * 1024 * 1024
 HELD_AFTER_EVICTION: Final = MAX_HELD_BYTES * 3 // 4
 #: accept() failures that mean "out of a resource": back off and try again.
 _RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Connections accepted per wake-up of an accept loop, at most (then the loop yields).
+ACCEPT_BATCH: Final = 256
 #: Back-off after a resource error in accept(): from the first to the longest delay.
 ACCEPT_BACKOFF: Final = (0.01, 1.0)
 #: A repeated warning (accept errors, evictions) is logged at most once per this many seconds.
@@ -293,13 +295,20 @@ class Server:
             self._accepted_all.set()  # every accepted socket is now owned by a connection
 
     async def _accept_loop(self, listening: socket.socket) -> None:
-        """Accept every waiting connection per wake-up, within max_connections."""
+        """Accept every waiting connection per wake-up, within max_connections.
+
+        What one wake-up accepted is set up together (``_serve_all``): one by one, each setup
+        would cost a turn of the event loop, and under load a turn serves every busy
+        connection once, so a crowd arriving at once would let later clients (a Postfix
+        reconnecting) wait behind it for seconds.
+        """
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 - created in run()
         backoff = ACCEPT_BACKOFF[0]
         while True:
             await anyio.wait_readable(listening)
-            while True:
+            accepted: list[tuple[socket.socket, SocketmapConnection]] = []
+            while len(accepted) < ACCEPT_BATCH:
                 try:
                     sock, _ = listening.accept()
                 except (BlockingIOError, InterruptedError):
@@ -311,6 +320,8 @@ class Server:
                     # Out of descriptors or memory: never die of it, and never spin. Clients
                     # wait in the listen backlog meanwhile.
                     self._warn("accept", "cannot accept connections: %s; retrying", exc.strerror)
+                    await self._serve_all(accepted)
+                    accepted = []
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, ACCEPT_BACKOFF[1])
                     break
@@ -322,6 +333,8 @@ class Server:
                 try:
                     limiter.acquire_on_behalf_of_nowait(connection)  # no yield when there is room
                 except anyio.WouldBlock:
+                    await self._serve_all(accepted)
+                    accepted = []
                     self._make_room()
                     try:
                         await limiter.acquire_on_behalf_of(connection)
@@ -330,10 +343,19 @@ class Server:
                         await self._serve(sock, self._new_connection(draining=True))
                         raise
                 self._counted.add(connection)
-                await self._serve(sock, connection)
+                accepted.append((sock, connection))
+            await self._serve_all(accepted)
 
     def _new_connection(self, *, draining: bool = False) -> SocketmapConnection:
         return SocketmapConnection(self, self.ref, self._clock, self._monotonic, draining=draining)
+
+    async def _serve_all(self, accepted: list[tuple[socket.socket, SocketmapConnection]]) -> None:
+        """Set up the transports of accepted sockets, all in the same turns of the loop."""
+        if len(accepted) == 1:  # the common case: no task to create
+            await self._serve(*accepted[0])
+        elif accepted:
+            with anyio.CancelScope(shield=True):  # each socket must end up owned by a transport
+                await asyncio.gather(*(self._serve(sock, conn) for sock, conn in accepted))
 
     async def _serve(self, sock: socket.socket, connection: SocketmapConnection) -> None:
         """Hand an accepted socket to its protocol; it lives until the connection ends."""

@@ -72,6 +72,10 @@ class Session:
         """Bytes of requests not answered yet held for this connection."""
         return self._decoder.buffered
 
+    def discard(self) -> None:
+        """Drop every buffered byte at once (the connection is closed without answers)."""
+        self._decoder = NetstringDecoder(max_length=self._decoder.max_length)
+
     def feed(self, data: bytes) -> None:
         """Buffer received bytes; ``b""`` marks the end of the stream."""
         self._decoder.feed(data)

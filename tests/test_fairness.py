@@ -1,0 +1,230 @@
+"""One client must not stall the others: fair turns, and a bound on what all clients may hold.
+
+The server runs as a real ``tempmail serve`` process, so the clients' threads here do not
+share its interpreter (and its GIL) and the latencies are the server's own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import RECIPIENT, config_data, write_config
+from tempmail import config as config_module
+from tempmail import generate, netstring, status
+from tempmail.client import Client
+from tempmail.socketmap import Status
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    target: str
+    config: config_module.Config
+    metrics_url: str
+
+    def metric(self, name: str) -> float:
+        """One sample of the server's metrics endpoint."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        raise AssertionError(f"no metric {name}")
+
+    def status(self) -> dict[str, Any]:
+        with Client(self.target, timeout=10) as client:
+            return status.parse(client.query(status.STATUS_MAP, "x"))
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def serve(short_dir: Path) -> Iterator[Any]:
+    """Start `tempmail serve` processes from config data; all are stopped at the end."""
+    started: list[Served] = []
+
+    def start(data: dict[str, Any]) -> Served:
+        user = _current_user()
+        data = {**data, "server": {"user": user, **data.get("server", {})}}
+        data["socket"] = {"path": str(short_dir / f"s{len(started)}.sock")}
+        data["metrics"] = {"enabled": True, "port": 0}
+        path = write_config(short_dir / f"c{len(started)}.toml", data)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tempmail", "-c", str(path), "serve"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        metrics_url = ""
+        line = process.stderr.readline()
+        while "listening on" not in line:
+            assert line, "the server exited before listening"
+            if "metrics on " in line:
+                metrics_url = line.split("metrics on ")[1].strip()
+            line = process.stderr.readline()
+        served = Served(
+            process, f"unix:{data['socket']['path']}", config_module.load(path, {}), metrics_url
+        )
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(10) == 0
+        assert served.process.stderr is not None
+        served.process.stderr.close()
+
+
+def _current_user() -> str:
+    import pwd  # noqa: PLC0415
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def measure_lookups(target: str, key: str, count: int) -> list[float]:
+    """Latencies (seconds) of ``count`` sequential lookups of ``key`` on one connection."""
+    latencies = []
+    with Client(target, timeout=30) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            reply = client.query("tempmail", key)
+            latencies.append(time.perf_counter() - started)
+            assert reply.status is Status.OK
+            assert reply.data == RECIPIENT
+    return latencies
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+class Flood:
+    """A client that pipelines ``key`` lookups without pause (and reads what comes back)."""
+
+    def __init__(self, target: str, key: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(target.removeprefix("unix:"))
+        self.batch = netstring.encode(f"tempmail {key}".encode()) * 2000
+        self.stop = threading.Event()
+        self.received = 0
+        self.threads = [
+            threading.Thread(target=self._send),
+            threading.Thread(target=self._read),
+        ]
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(10)
+        self.sock.close()
+
+    def _send(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.sock.sendall(self.batch)
+            except OSError:
+                return
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.received += len(chunk)
+
+
+def test_a_pipelining_client_gets_turns_not_the_server(serve: Any) -> None:
+    """Issue 11.3: with one connection pipelining without pause, another client's lookup
+    took p50 53 ms and max 169 ms, because a whole read was answered in one callback."""
+    served = serve(config_data())
+    identity = served.config.identities[0]
+    valid = str(generate.current_addresses(identity, time.time())[0])
+    quiet = measure_lookups(served.target, valid, 300)
+    with Flood(served.target, "Unknown-Key@Example.Org") as flood:
+        time.sleep(0.5)
+        busy = measure_lookups(served.target, valid, 300)
+    assert flood.received > 1_000_000  # the flood was served meanwhile, not starved
+    print(
+        f"\nlookup latency, quiet: p50 {statistics.median(quiet) * 1e3:.2f} ms, "
+        f"p99 {p99(quiet) * 1e3:.2f} ms; next to a pipelining flood: "
+        f"p50 {statistics.median(busy) * 1e3:.2f} ms, p99 {p99(busy) * 1e3:.2f} ms, "
+        f"max {max(busy) * 1e3:.2f} ms; flood received {flood.received / 1e6:.1f} MB"
+    )
+    assert statistics.median(busy) < 0.005
+    assert p99(busy) < 0.025
+
+
+def _fill(sock: socket.socket, data: bytes) -> None:
+    """Send as much of ``data`` as the socket takes now, never blocking."""
+    sock.setblocking(False)
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        view = view[sent:]
+
+
+def test_clients_that_never_read_are_evicted_by_what_they_hold(serve: Any) -> None:
+    """Issue 11.4: 1,000 connections pipelining wrong-map-name requests (PERM replies ~25x
+    the request) without reading took RSS from 33.7 to 172 MB, and a new client got no reply
+    for 10 s. What all connections hold is bounded; the biggest holders are closed."""
+    served = serve(config_data())
+    identity = served.config.identities[0]
+    valid = str(generate.current_addresses(identity, time.time())[0])
+    before = served.rss_kib()
+    burst = b"1: ," * 65536  # 256 KiB of requests for map "" and key "": a PERM reply each
+    with ExitStack() as stack:
+        for _ in range(1000):
+            sock = stack.enter_context(socket.socket(socket.AF_UNIX))
+            sock.connect(served.target.removeprefix("unix:"))
+            _fill(sock, burst)
+        time.sleep(3.0)  # let the server read, answer and pile up replies
+        started = time.perf_counter()
+        latencies = measure_lookups(served.target, valid, 20)
+        first = time.perf_counter() - started
+        peak = served.rss_kib()
+        report = served.status()
+    evicted = served.metric("tempmail_connections_evicted_held_total")
+    print(
+        f"\nRSS {before / 1024:.1f} -> {peak / 1024:.1f} MiB with 1,000 non-reading clients; "
+        f"{evicted} evicted for what they held; a new client's first 20 lookups took "
+        f"{first * 1e3:.0f} ms (max {max(latencies) * 1e3:.1f} ms)"
+    )
+    assert report["identities"][0]["self_test"] == "ok"
+    assert evicted > 0
+    # MAX_HELD_BYTES is 16 MiB; 1,000 connections' own objects take a few more.
+    assert peak - before < 32 * 1024
+    assert first < 0.5
