@@ -21,6 +21,7 @@ import pytest
 from . import debian_host, readme
 from .conftest import Images
 from .debian_host import RECIPIENT, REPO, SOCKET, DebianHost, wait_until
+from .fault_tools import wait_past_utc_midnight
 
 pytestmark = pytest.mark.containers
 
@@ -47,6 +48,12 @@ def host(docker_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Ite
         raise
     finally:
         host.close()
+
+
+@pytest.fixture(autouse=True)
+def not_at_midnight() -> None:
+    """Addresses are computed, then used: not across a UTC midnight (a test takes seconds)."""
+    wait_past_utc_midnight(margin=120)
 
 
 def show(host: DebianHost, unit: str, *properties: str) -> dict[str, str]:
