@@ -15,7 +15,7 @@ import pytest
 
 from . import debian_host
 from .conftest import Images
-from .debian_host import RECIPIENT, SERVE_LOG, SOCKET, DebianHost, wait_until
+from .debian_host import RECIPIENT, SERVE_LOG, SOCKET, SOCKETMAP, DebianHost, wait_until
 from .fault_tools import wait_past_utc_midnight
 
 pytestmark = pytest.mark.containers
@@ -69,6 +69,25 @@ def test_files_and_process_are_as_the_readme_says(host: DebianHost) -> None:
     assert host.run(["readlink", "/usr/local/bin/tempmail"]).stdout == (
         "/opt/tempmail/bin/tempmail\n"
     )
+
+
+def test_other_local_users_get_nothing(host: DebianHost) -> None:
+    """Others cannot read the secret or query the socket; the service cannot change its code."""
+    secret = host.run(["runuser", "-u", "nobody", "--", "cat", "/etc/tempmail/secret"], check=False)
+    assert (secret.exit_code, secret.stdout) == (1, "")
+    assert "Permission denied" in secret.stderr
+    query = host.run(
+        ["runuser", "-u", "nobody", "--", "postmap", "-q", host.addresses()[0], SOCKETMAP],
+        check=False,
+    )
+    assert query.exit_code != 0
+    assert f"connect to {SOCKET}: Permission denied" in query.stderr, query.stderr
+    for path in ("/opt/tempmail/bin", "/opt/tempmail/lib/python3.11/site-packages/tempmail"):
+        writable = host.run(["runuser", "-u", "tempmail", "--", "test", "-w", path], check=False)
+        assert writable.exit_code == 1, path
+    for path in ("/etc/tempmail", "/etc/tempmail/config.toml", "/etc/tempmail/secret"):
+        writable = host.run(["runuser", "-u", "tempmail", "--", "test", "-w", path], check=False)
+        assert writable.exit_code == 1, path
 
 
 def test_the_readme_check_passes(host: DebianHost) -> None:
