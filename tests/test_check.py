@@ -508,3 +508,21 @@ def test_unescaped_dollars_in_main_cf(
             ),
         ),
     )
+
+
+def test_what_debian_master_cf_chroots(postfix_dir: PostfixDir) -> None:
+    """The list in the README and docs/containers.md, read from Debian's master.cf."""
+    fields = postfix_dir.postconf("-F", "*/*/chroot").stdout.splitlines()
+    chrooted = [line.split("/")[0] for line in fields if line.endswith(" = y")]
+    assert chrooted == [
+        *("smtp", "pickup", "cleanup", "tlsmgr", "rewrite", "bounce", "defer", "trace"),
+        *("verify", "flush", "smtp", "relay", "showq", "error", "retry", "discard", "lmtp"),
+        *("anvil", "scache"),
+    ]
+    services = postfix_dir.postconf("-F", "*/*/command").stdout.splitlines()
+    outside = {
+        line.split(" = ")[1].split()[0]
+        for line, chroot in zip(services, fields, strict=True)
+        if chroot.endswith(" = n")
+    }
+    assert outside == {"qmgr", "proxymap", "local", "virtual", "postlogd", "pipe"}

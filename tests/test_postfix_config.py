@@ -27,6 +27,8 @@ pytestmark = pytest.mark.postfix
 
 #: The documented way to apply the settings (README, "Postfix configuration").
 APPLY = "tempmail postfix-config | xargs -r -d '\\n' postconf -e"
+MERGE = APPLY.replace("postfix-config", "postfix-config --merge")
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def code(days_ago: int = 0, secret: str = SECRET, scheme: schemes.Scheme = schemes.HMAC) -> str:
@@ -46,15 +48,15 @@ def server_config(postfix_dir: PostfixDir, **identity: Any) -> dict[str, Any]:
     return data
 
 
-def apply(postfix_dir: PostfixDir, config_path: Path) -> str:
+def apply(postfix_dir: PostfixDir, config_path: Path, *, ok: bool = True) -> str:
     """Run the README's command, naming the test's queue directory; its stderr."""
     command = APPLY.replace(
         "postfix-config", f"postfix-config --queue-directory {postfix_dir.queue}"
     )
-    return run_shell(command, postfix_dir, config_path)
+    return run_shell(command, postfix_dir, config_path, ok=ok)
 
 
-def run_shell(command: str, postfix_dir: PostfixDir, config_path: Path) -> str:
+def run_shell(command: str, postfix_dir: PostfixDir, config_path: Path, *, ok: bool = True) -> str:
     """``sh -c COMMAND`` with MAIL_CONFIG and TEMPMAIL_CONFIG naming the files; its stderr."""
     bin_dir = Path(sys.executable).parent
     assert (bin_dir / "tempmail").exists(), "the tempmail command is not installed in the venv"
@@ -71,7 +73,9 @@ def run_shell(command: str, postfix_dir: PostfixDir, config_path: Path) -> str:
         check=False,
         timeout=60,
     )
+    # The pipeline's status is xargs's: 0 also when tempmail failed and nothing ran.
     assert done.returncode == 0, done.stderr
+    assert ("tempmail:" not in done.stderr) is ok, done.stderr
     postfix_dir.date_back()
     return done.stderr
 
@@ -350,8 +354,7 @@ def test_merge_keeps_what_main_cf_has(postfix_dir: PostfixDir, start_server: Sta
         f"virtual_alias_maps = {aliases}, socketmap:unix:tempmail/socket:tempmail",
     )
     running = start_server(server_config(postfix_dir))
-    command = "tempmail postfix-config --merge | xargs -r -d '\\n' postconf -e"
-    assert run_shell(command, postfix_dir, running.config_path) == ""
+    assert run_shell(MERGE, postfix_dir, running.config_path) == ""
     guarded = (
         "pipemap:{regexp:{{/^([^@]+@example\\.org)$$/ $${1}}}, "
         "socketmap:unix:tempmail/socket:tempmail}"
@@ -362,7 +365,7 @@ def test_merge_keeps_what_main_cf_has(postfix_dir: PostfixDir, start_server: Sta
         "virtual_alias_domains = other.example example.org",
         f"virtual_alias_maps = {aliases}, {guarded}",
     ]
-    assert run_shell(command, postfix_dir, running.config_path) == ""
+    assert run_shell(MERGE, postfix_dir, running.config_path) == ""
     assert (postfix_dir.config / "main.cf").read_text() == merged
     today = f"{code()}@example.org"
     expanded = postfix_dir.value("virtual_alias_maps", expanded=True)
@@ -402,3 +405,17 @@ def test_postfix_dir_only_with_merge(
     path = write_config(short_dir / "c.toml", server_config(postfix_dir))
     argv = ["-c", str(path), "postfix-config", "--postfix-dir", str(postfix_dir.config)]
     assert printed(capsys, *argv) == (2, "", "tempmail: --postfix-dir: only with --merge\n")
+
+
+def test_a_broken_config_changes_nothing(postfix_dir: PostfixDir, short_dir: Path) -> None:
+    """The command fails and prints nothing on stdout, so xargs -r runs no postconf."""
+    before = (postfix_dir.config / "main.cf").read_text()
+    broken = write_config(short_dir / "c.toml", server_config(postfix_dir, recipient=None))
+    assert "identities.default.recipient: missing" in apply(postfix_dir, broken, ok=False)
+    assert (postfix_dir.config / "main.cf").read_text() == before
+
+
+def test_the_readme_shows_the_commands_these_tests_run() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert f"\n{APPLY}\n" in text
+    assert f"`{MERGE}`" in text

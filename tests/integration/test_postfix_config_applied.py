@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from .conftest import Images
 from .guarded import GuardedStack, guarded_stacks
-from .stack import RECIPIENT, Stack, base_config, unique_subject, wait_until
+from .stack import LABELS, RECIPIENT, Stack, base_config, unique_subject, wait_until
 
 pytestmark = pytest.mark.containers
 
 #: A domain that only tempmail's configuration has: Postfix was never told about it.
 ONLY_TEMPMAIL = "only-tempmail.test"
+#: The last key of a series of lookups (an unknown code).
+END_MARK = "fffffff0@example.test"
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +148,74 @@ def test_control_without_the_guard_an_outage_defers_local_mail(
         stack.ensure_sidecar_running()
     assert result.code == 451
     assert "Temporary lookup failure" in result.text
+
+
+def looked_up(stack: Stack) -> list[str]:
+    """The keys the sidecar was asked about (its debug log), in order."""
+    return [
+        line.split("lookup key=", 1)[1].split(" result=", 1)[0]
+        for line in stack.sidecar_logs().splitlines()
+        if "lookup key=" in line
+    ]
+
+
+def debug_config() -> dict[str, Any]:
+    config = base_config()
+    config["server"]["log_level"] = "debug"
+    return config
+
+
+def ask(stack: Stack) -> list[str]:
+    """RCPT for an unknown code with an extension and for user@localhost; the keys the
+    sidecar was asked meanwhile (a last RCPT marks the end: the log is in order)."""
+    assert stack.rcpt("0123abcd+ext@example.test").code == 550
+    assert stack.rcpt(RECIPIENT).code == 250
+    assert stack.rcpt(END_MARK).code == 550
+    wait_until(lambda: END_MARK in looked_up(stack), what="the end mark in the sidecar's log")
+    keys = looked_up(stack)
+    return keys[: keys.index(END_MARK)]
+
+
+def test_tempmail_is_asked_only_about_whole_addresses_of_its_domains(
+    make_guarded: Callable[..., GuardedStack],
+) -> None:
+    """Behind the guard, Postfix asks about the whole address, extension included, and
+    never about user@localhost."""
+    stack = make_guarded(debug_config())
+    assert ask(stack) == ["0123abcd+ext@example.test"]
+
+
+def test_control_without_the_guard_tempmail_is_asked_about_everything(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(debug_config())
+    assert "user@localhost" in ask(stack)
+
+
+def test_the_example_image_refuses_to_start_without_its_lookup(docker_images: Images) -> None:
+    """Neither TEMPMAIL_POSTFIX_CONFIG nor the old variables: exit 78 with what to set."""
+    container = docker_images.client.containers.create(
+        docker_images.postfix, network_mode="none", labels=LABELS
+    )
+    try:
+        container.start()
+        status = container.wait(timeout=60)
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert (status["StatusCode"], output) == (
+        78,
+        (
+            "entrypoint.sh: set TEMPMAIL_POSTFIX_CONFIG to what 'tempmail postfix-config "
+            "--postfix-socket /var/spool/postfix/tempmail/socket' prints (see docs/containers.md)\n"
+        ),
+    )
+
+
+def test_the_old_variables_get_a_warning(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(base_config())
+    assert (
+        "entrypoint.sh: warning: TEMPMAIL_DOMAINS without TEMPMAIL_POSTFIX_CONFIG: every "
+        "recipient is looked up, so a stopped sidecar defers all mail; set "
+        "TEMPMAIL_POSTFIX_CONFIG to what 'tempmail postfix-config' prints"
+    ) in stack.postfix_logs()
