@@ -419,3 +419,21 @@ def test_the_readme_shows_the_commands_these_tests_run() -> None:
     text = README.read_text(encoding="utf-8")
     assert f"\n{APPLY}\n" in text
     assert f"`{MERGE}`" in text
+
+
+def test_merge_without_a_readable_main_cf_is_exit_69(
+    short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(short_dir / "c.toml", config_data())
+    empty = short_dir / "empty"
+    empty.mkdir()
+    argv = ["-c", str(path), "postfix-config", "--merge", "--postfix-dir", str(empty)]
+    assert printed(capsys, *argv) == (
+        69,
+        "",
+        (
+            f"tempmail: postconf cannot read Postfix's configuration: fatal: open {empty}/main.cf: No "
+            "such file or directory; fix: give the directory of main.cf with --postfix-dir or "
+            "$MAIL_CONFIG\n"
+        ),
+    )
