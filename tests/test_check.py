@@ -438,15 +438,21 @@ def test_server_with_another_secret(
 
 
 def test_inet_socket(
-    postfix_dir: PostfixDir, start_server: StartServer, capsys: pytest.CaptureFixture[str]
+    postfix_dir: PostfixDir,
+    tmp_path: Path,
+    start_server: StartServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """TCP: one connection test (a chroot does not matter), and the lookup."""
     data = config_data()
-    data["socket"] = {"type": "inet"}
-    running = start_server(data)
-    configure(postfix_dir, capsys, running)
-    status, lines, _ = run_check(capsys, running.config_path, postfix_dir)
-    target = running.target
+    data["socket"] = {"type": "inet", "port": 0}
+    target = start_server(data).target
+    # Postfix needs the port: the config of record names the one the kernel picked.
+    data["socket"]["port"] = int(target.rpartition(":")[2])
+    config_path = write_config(tmp_path / "c.toml", data)
+    assert cli.main(["-c", str(config_path), "postfix-config"]) == 0
+    postfix_dir.set(*capsys.readouterr().out.splitlines())
+    status, lines, _ = run_check(capsys, config_path, postfix_dir)
     assert status == 0
     assert lines[5] == (
         f"ok    postfix connects to {target} not chrooted as smtp/inet, cleanup/unix, and "
@@ -526,3 +532,20 @@ def test_what_debian_master_cf_chroots(postfix_dir: PostfixDir) -> None:
         if chroot.endswith(" = n")
     }
     assert outside == {"qmgr", "proxymap", "local", "virtual", "postlogd", "pipe"}
+
+
+def test_without_smtpd_and_cleanup_the_socket_is_still_tried(
+    postfix_dir: PostfixDir, start_server: StartServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No smtpd or cleanup in master.cf: connect as any (unchrooted) daemon would."""
+    (postfix_dir.config / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
+    data = config_data()
+    data["socket"] = {"path": str(postfix_dir.queue / "tempmail" / "socket"), "group": MAIL_OWNER}
+    running = start_server(data)
+    configure(postfix_dir, capsys, running)
+    status, lines, _ = run_check(capsys, running.config_path, postfix_dir)
+    assert status == 0
+    assert (
+        "ok    postfix connects to unix:tempmail/socket not chrooted as any daemon, and "
+        "tempmail answers"
+    ) in lines

@@ -262,6 +262,8 @@ class _Context:
             if postfix.absolute_target(lookup.table.target, self.queue) == ours
         ]
         self.owner = Account.named(params["mail_owner"])
+        # Where table lookups run, as the daemons do (a relative socket path needs it).
+        self.workdir = str(self.queue) if Path(self.queue).is_dir() else "/"
 
     # --- virtual_alias_maps --------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class _Context:
             )
             if domain.lower() not in self.domains
         ]
-        found, error = self.tools.query(inside + outside, table, account=None, cwd="/")
+        found, error = self.tools.query(inside + outside, table, account=None, cwd=self.workdir)
         if error:
             return _problem(f"the guard in virtual_alias_maps does not work: {error}", fix)
         missed = sorted({key.partition("@")[2].lower() for key in inside if found.get(key) != key})
@@ -368,7 +370,7 @@ class _Context:
                 if domain in _domains_in_file(item):
                     return True
             elif ":" in item:
-                found, _ = self.tools.query([domain], item, account=None, cwd="/")
+                found, _ = self.tools.query([domain], item, account=None, cwd=self.workdir)
                 if domain in found:
                     return True
             elif item.lower().removesuffix(".") == domain:
@@ -412,8 +414,10 @@ class _Context:
             (True, [s.name for s in services if s.chroot]),
             (False, [s.name for s in services if not s.chroot]),
         ]
-        if target.startswith("inet:"):  # TCP is the same inside and outside a chroot
-            groups = [(False, [s.name for s in services])]
+        if target.startswith("inet:") or not services:
+            # TCP is the same inside and outside a chroot; without smtpd or cleanup in
+            # master.cf, test what any daemon would see.
+            groups = [(False, [s.name for s in services] or ["any daemon"])]
         findings = []
         for chrooted, names in groups:
             if not names:
