@@ -404,7 +404,11 @@ def test_postfix_dir_only_with_merge(
 ) -> None:
     path = write_config(short_dir / "c.toml", server_config(postfix_dir))
     argv = ["-c", str(path), "postfix-config", "--postfix-dir", str(postfix_dir.config)]
-    assert printed(capsys, *argv) == (2, "", "tempmail: --postfix-dir: only with --merge\n")
+    assert printed(capsys, *argv) == (
+        2,
+        "",
+        "tempmail: --postfix-dir is read only with --merge: add --merge or drop it\n",
+    )
 
 
 def test_a_broken_config_changes_nothing(postfix_dir: PostfixDir, short_dir: Path) -> None:

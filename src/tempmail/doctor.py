@@ -143,7 +143,9 @@ class Postfix:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PostfixUnavailable(f"cannot run {self.postconf}: {exc}") from None
+            raise PostfixUnavailable(
+                f"cannot run {self.postconf}: {exc}; fix: run 'postconf -n' to see what is wrong"
+            ) from None
         if done.returncode != 0:
             said = [line.split(": ", 1)[-1] for line in done.stderr.strip().splitlines()]
             reason = "; ".join(dict.fromkeys(said)) or f"exit status {done.returncode}"

@@ -103,7 +103,7 @@ def run_postfix_config(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     if args.postfix_dir and not args.merge:
-        raise UsageError("--postfix-dir: only with --merge")
+        raise UsageError("--postfix-dir is read only with --merge: add --merge or drop it")
     existing: dict[str, str] = {}
     queue = args.queue_directory or postfix.DEFAULT_QUEUE_DIRECTORY
     if args.merge:
