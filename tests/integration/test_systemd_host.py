@@ -210,6 +210,22 @@ def test_stop_removes_the_socket_and_start_brings_it_back(host: DebianHost) -> N
     assert resolves(host)
 
 
+def test_the_socket_directory_comes_back_at_boot(host: DebianHost) -> None:
+    """The tmpfiles.d entry: systemd-tmpfiles recreates a lost socket directory as step 2 made it."""
+    host.run(["systemctl", "stop", "tempmail"])
+    try:
+        host.run(["rm", "-r", "/var/spool/postfix/tempmail"])
+        # At boot systemd-tmpfiles-setup.service runs `systemd-tmpfiles --create --remove
+        # --boot` (it refuses a manual start); --create over every tmpfiles.d file is the part
+        # that matters here, without emptying /tmp and /run under the running system.
+        host.run(["systemd-tmpfiles", "--create"])
+        stat = host.run(["stat", "-c", "%U:%G %a", "/var/spool/postfix/tempmail"]).stdout
+        assert stat == "tempmail:postfix 750\n"
+    finally:
+        host.run(["systemctl", "start", "tempmail"])
+    assert resolves(host)
+
+
 def test_a_killed_service_is_restarted(host: DebianHost) -> None:
     """SIGKILL: systemd restarts it after RestartSec; the new process removes the stale socket."""
     before = service(host, "MainPID", "NRestarts")
