@@ -7,6 +7,10 @@ with ordinary blocking sockets, as Postfix would. Helpers that tests import are 
 from __future__ import annotations
 
 import copy
+import grp
+import pwd
+import secrets
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -16,10 +20,20 @@ from typing import Any
 import anyio.from_thread
 import pytest
 
-from helpers import RunningServer, StartServer, config_data, write_config
+from helpers import (
+    RunningServer,
+    StartServer,
+    config_data,
+    require_root,
+    require_tool,
+    write_config,
+)
 from tempmail import config as config_module
 from tempmail import listeners
 from tempmail.server import Server
+
+#: Fixtures of installed releases (the wheel in a fresh venv), for every test that needs one.
+pytest_plugins = ["installs"]
 
 
 @pytest.fixture
@@ -76,3 +90,34 @@ def start_server(short_dir: Path) -> Iterator[StartServer]:
         for handle, future in running:
             portal.call(handle.server.stop)
             future.result(timeout=10)
+
+
+@pytest.fixture
+def service_user() -> Iterator[pwd.struct_passwd]:
+    """A new system user with its own group, removed again afterwards."""
+    require_root()
+    useradd = require_tool("useradd", "passwd")
+    userdel = require_tool("userdel", "passwd")
+    name = f"tm-test-{secrets.token_hex(4)}"
+    subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+    )
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run([userdel, name], check=True)
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            pass
+        else:
+            subprocess.run([require_tool("groupdel", "passwd"), name], check=True)

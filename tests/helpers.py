@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,3 +120,23 @@ def require_tool(name: str, package: str) -> str:
     if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
         pytest.fail(message + " (TEMPMAIL_REQUIRE_ALL=1: nothing may be skipped)")
     pytest.skip(message)
+
+
+def require_root() -> None:
+    """Skip locally when not root; fail in CI, where nothing may skip."""
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
+        pytest.fail("needs root (TEMPMAIL_REQUIRE_ALL=1: nothing may skip)")
+    pytest.skip("needs root")
+
+
+def as_user(user: pwd.struct_passwd, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with the user's uid, gid and groups, as the server has them."""
+    setpriv = require_tool("setpriv", "util-linux")
+    return subprocess.run(
+        [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

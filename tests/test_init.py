@@ -7,7 +7,6 @@ depends on this machine's accounts except root's.
 from __future__ import annotations
 
 import contextlib
-import grp
 import io
 import os
 import pwd
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require_tool
+from helpers import as_user
+from installs import FreshInstall
 from tempmail import cli, config
 from tempmail.cli import setup
 from tempmail.client import Client
@@ -36,46 +36,6 @@ from tempmail.socketmap import Status
 README_INIT = (
     "init --domain example.org --recipient you@example.net --user {user} --secret-file {secret}"
 )
-
-
-def require_root() -> None:
-    """Skip locally when not root; fail in CI, where nothing may skip."""
-    if os.geteuid() == 0:
-        return
-    if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
-        pytest.fail("needs root (TEMPMAIL_REQUIRE_ALL=1: nothing may skip)")
-    pytest.skip("needs root")
-
-
-@pytest.fixture
-def service_user() -> Iterator[pwd.struct_passwd]:
-    """A new system user with its own group, removed again afterwards."""
-    require_root()
-    useradd = require_tool("useradd", "passwd")
-    userdel = require_tool("userdel", "passwd")
-    name = f"tm-test-{secrets.token_hex(4)}"
-    subprocess.run(
-        [
-            useradd,
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ],
-        check=True,
-    )
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run([userdel, name], check=True)
-        try:
-            grp.getgrnam(name)
-        except KeyError:
-            pass
-        else:
-            subprocess.run([require_tool("groupdel", "passwd"), name], check=True)
 
 
 @pytest.fixture
@@ -97,17 +57,6 @@ def tempmail(*argv: str, env: dict[str, str] | None = None) -> subprocess.Comple
         text=True,
         check=False,
         env={**os.environ, **(env or {})},
-    )
-
-
-def as_user(user: pwd.struct_passwd, *command: str) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` with the user's uid, gid and groups, as the server has them."""
-    setpriv = require_tool("setpriv", "util-linux")
-    return subprocess.run(
-        [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *command],
-        capture_output=True,
-        text=True,
-        check=False,
     )
 
 
@@ -154,9 +103,12 @@ def test_init_on_a_fresh_host_as_the_readme_runs_it(
 
 
 def test_a_reload_after_the_switch_to_the_user_reads_the_new_config(
-    host_dir: Path, service_user: pwd.struct_passwd, short_dir: Path
+    host_dir: Path, service_user: pwd.struct_passwd, short_dir: Path, fresh_install: FreshInstall
 ) -> None:
-    """Started as root, the server drops to --user and still re-reads config and secret."""
+    """Started as root, the server drops to --user and still re-reads config and secret.
+
+    The server runs from an installation the user can read, as the README installs it.
+    """
     etc = host_dir / "tempmail"
     config_path, secret = etc / "config.toml", etc / "secret"
     group = service_user.pw_name  # the user's own group: this test needs no Postfix
@@ -170,9 +122,10 @@ def test_a_reload_after_the_switch_to_the_user_reads_the_new_config(
         text.replace('"/var/spool/postfix/tempmail/socket"', f'"{socket_path}"')
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(config_path), "serve"],
+        [fresh_install.venv / "bin" / "tempmail", "-c", str(config_path), "serve"],
         stderr=subprocess.PIPE,
         text=True,
+        env=fresh_install.env,
     )
     assert process.stderr is not None
     try:

@@ -12,30 +12,32 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import tomllib
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from helpers import RECIPIENT, config_data, require_tool, write_config
-
-REPO = Path(__file__).resolve().parents[1]
-PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-VERSION: str = PROJECT["version"]
-SOURCE_URL: str = PROJECT["urls"]["Source"]
-DISTRIBUTION = "tempmail-socketmap"
-#: The distribution name as it appears in artefact file names (normalised, PEP 625/427).
-STEM = f"tempmail_socketmap-{VERSION}"
+from helpers import RECIPIENT, config_data, write_config
+from installs import (
+    DISTRIBUTION,
+    REPO,
+    SOURCE_URL,
+    STEM,
+    VERSION,
+    Artefacts,
+    FreshInstall,
+    report,
+    run,
+)
 
 #: Unit tests a distribution packager runs from the unpacked sdist: they read the shipped
 #: config.toml.example and docs/schemes.md, and need nothing but the test dependencies.
@@ -52,34 +54,6 @@ SDIST_UNIT_TESTS = (
 # Building and installing take a while on a busy CI machine; the session fixtures are set up
 # inside the first test that needs them, so its timeout covers them.
 pytestmark = pytest.mark.timeout(600)
-
-
-def run(
-    argv: Sequence[str | Path],
-    *,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command; with ``check``, a failure shows its output."""
-    result = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, check=False, cwd=cwd, env=env
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"{argv} exited {result.returncode}:\n{result.stdout}{result.stderr}"
-        )
-    return result
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Show a measured figure in pytest's output (not captured)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.ensure_newline()
-            reporter.write_line(f"tempmail release: {line}")
 
 
 # --- static: one version, one place -----------------------------------------------------------
@@ -128,28 +102,6 @@ def test_the_changelog_has_the_keep_a_changelog_sections() -> None:
 
 
 # --- the artefacts ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Artefacts:
-    sdist: Path
-    wheel: Path
-
-
-@pytest.fixture(scope="session")
-def artefacts(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Artefacts:
-    """`python -m build` of this checkout: the sdist, then the wheel built from the sdist."""
-    outdir = tmp_path_factory.mktemp("dist")
-    started = time.monotonic()
-    run([sys.executable, "-m", "build", "--outdir", outdir, REPO])
-    report(
-        request, f"python -m build (sdist, then wheel from it): {time.monotonic() - started:.1f} s"
-    )
-    built = sorted(p.name for p in outdir.iterdir())
-    assert built == [f"{STEM}-py3-none-any.whl", f"{STEM}.tar.gz"]
-    return Artefacts(outdir / f"{STEM}.tar.gz", outdir / f"{STEM}-py3-none-any.whl")
 
 
 def sdist_members(sdist: Path) -> list[str]:
@@ -266,89 +218,6 @@ def test_unit_tests_pass_from_the_unpacked_sdist(
 # --- a fresh virtual environment with nothing else --------------------------------------------
 
 
-@dataclass(frozen=True)
-class FreshInstall:
-    """A venv of Debian's python3 holding the wheel and its dependencies, world-readable."""
-
-    venv: Path
-    env: dict[str, str]
-
-    def tempmail(self, *argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the installed ``tempmail`` command."""
-        return run([self.venv / "bin" / "tempmail", *argv], env=self.env, check=check)
-
-
-def debian_python() -> str:
-    """Debian's interpreter with its venv module; skip locally, fail in CI when missing."""
-    python = require_tool("/usr/bin/python3", "python3")
-    if subprocess.run(
-        [python, "-c", "import ensurepip"], capture_output=True, check=False
-    ).returncode:
-        message = (
-            f"{python} cannot make virtual environments: install Debian's python3-venv package"
-        )
-        if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
-            pytest.fail(message + " (TEMPMAIL_REQUIRE_ALL=1: nothing may be skipped)")
-        pytest.skip(message)
-    return python
-
-
-@pytest.fixture(scope="session")
-def wheelhouse(
-    artefacts: Artefacts, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The wheel and exactly its dependencies as wheels, resolved from the wheel's metadata."""
-    target = tmp_path_factory.mktemp("wheelhouse")
-    started = time.monotonic()
-    run([
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--dest", target, artefacts.wheel,
-    ])  # fmt: skip
-    report(request, f"wheelhouse from the index: {time.monotonic() - started:.1f} s")
-    return target
-
-
-@pytest.fixture(scope="session")
-def fresh_install(
-    artefacts: Artefacts, wheelhouse: Path, request: pytest.FixtureRequest
-) -> Iterator[FreshInstall]:
-    """`python3 -m venv` + `pip install` of the wheel, offline from the wheelhouse."""
-    python = debian_python()
-    # Not pytest's tmp_path: its base directory is private (0700) to the user running pytest.
-    root = Path(tempfile.mkdtemp(prefix="tempmail-fresh-"))
-    root.chmod(0o755)
-    venv = root / "venv"
-    # Nothing of this machine's or this process's Python setup may leak in: no pip config
-    # (PIP_CONFIG_FILE=/dev/null skips every config file), no PIP_*/PYTHON* variables.
-    env = {
-        "PATH": f"{venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LC_ALL": "C.UTF-8",
-        "HOME": str(root),
-        "PIP_CONFIG_FILE": os.devnull,
-    }
-    try:
-        started = time.monotonic()
-        run([python, "-m", "venv", venv], env=env)
-        made = time.monotonic()
-        run(
-            [
-                venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--no-cache-dir", "--no-index", "--find-links", wheelhouse, artefacts.wheel,
-            ],
-            env=env,
-        )  # fmt: skip
-        report(
-            request,
-            f"fresh venv: python3 -m venv {made - started:.1f} s, "
-            f"pip install (offline) {time.monotonic() - made:.1f} s",
-        )
-        yield FreshInstall(venv, env)
-    finally:
-        run(["rm", "-rf", root])
-
-
-#: Run in the fresh environment: the installed distributions, and the closure of the
-#: requirements of tempmail-socketmap (markers evaluated here, extras none).
 CLOSURE_PROGRAM = r"""
 import json, re
 from importlib import metadata
@@ -501,3 +370,39 @@ def test_the_fresh_install_lives_where_an_unprivileged_user_can_run_it(
         assert path.stat().st_mode & 0o005 == 0o005, path
         for parent in PurePosixPath(path).parents:
             assert Path(parent).stat().st_mode & 0o001, parent
+
+
+def test_serve_as_root_refuses_a_user_who_could_not_read_the_installation(
+    fresh_install: FreshInstall, service_user: pwd.struct_passwd, short_dir: Path
+) -> None:
+    """A venv the service user cannot read (under /root, in a 0700 checkout) is refused at
+    start with one line and exit 78, instead of a traceback at the first import after the
+    switch (issues 9 and 11)."""
+    short_dir.chmod(0o755)
+    data = {
+        **config_data(),
+        "server": {"user": service_user.pw_name},
+        "socket": {"path": str(short_dir / "s.sock")},
+    }
+    path = write_config(short_dir / "c.toml", data)
+    venv = fresh_install.venv
+    venv.chmod(0o700)  # the session's install: made readable again below
+    try:
+        result = subprocess.run(
+            [venv / "bin" / "tempmail", "-c", path, "serve"],
+            capture_output=True,
+            text=True,
+            env=fresh_install.env,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        venv.chmod(0o755)
+    assert (result.returncode, result.stdout) == (78, "")
+    assert result.stderr == (
+        f"tempmail: server.user: {service_user.pw_name} may not enter {venv} (mode 0700, owner "
+        f"root:root), so the server would stop at its next import after switching to "
+        f"'{service_user.pw_name}'; install tempmail where that user can read it, e.g. "
+        "'python3 -m venv /opt/tempmail' (see README, Installing on a host)\n"
+    )
+    assert not (short_dir / "s.sock").exists()

@@ -266,10 +266,32 @@ def test_a_path_that_is_not_a_socket_is_never_deleted(short_dir: Path) -> None:
 
 
 def test_missing_socket_directory(short_dir: Path) -> None:
-    with pytest.raises(
-        ServerError, match=r"socket.path: the directory .*/missing does not exist; create it"
-    ):
+    with pytest.raises(ServerError, match=r"^socket.path: the directory .*/missing does not exist"):
         listeners.bind(settings(short_dir / "missing" / "s.sock"))
+
+
+def test_missing_socket_directory_advice_on_a_host() -> None:
+    """The directory belongs to the service user: a root-owned one leaves a stale socket."""
+    advice = listeners.missing_directory_advice(
+        Path("/var/spool/postfix/tempmail"), "tm-svc", container=False
+    )
+    assert advice == (
+        "socket.path: the directory /var/spool/postfix/tempmail does not exist; create it "
+        "owned by the service user, so that it can remove the socket when it stops: "
+        "'install -d -o tm-svc -g postfix -m 0750 /var/spool/postfix/tempmail'"
+    )
+
+
+def test_missing_socket_directory_advice_in_a_container() -> None:
+    """install -d is no advice inside a container: the directory is a volume mount."""
+    advice = listeners.missing_directory_advice(Path("/run/tempmail"), None, container=True)
+    assert advice == (
+        "socket.path: the directory /run/tempmail does not exist in this container; mount "
+        "the volume shared with Postfix there (e.g. -v tempmail-socket:/run/tempmail), or set "
+        "[socket] path to a file in the directory where it is mounted"
+    )
+    assert listeners.in_container({"container": "podman"})
+    assert listeners.in_container({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
 
 
 def test_closing_never_removes_a_successors_socket(short_dir: Path) -> None:

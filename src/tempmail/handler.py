@@ -81,7 +81,6 @@ class Handler:
             )
         return result.reply
 
-
     def _unknown_map(self, name: bytes) -> Reply:
         """PERM for a map name we do not serve; a misconfigured Postfix repeats one name."""
         reply = self._perm_replies.get(name)

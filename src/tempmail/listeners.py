@@ -4,24 +4,29 @@ Plain ``socket`` code, run before the event loop and before dropping privileges.
 
 anyio's own ``create_unix_listener`` unlinks whatever socket is at the path, which would steal
 the socket of a running server, and never chowns it; so we bind here and hand the socket over.
+How the socket gets its owner and mode without ever following a symlink: ``bind_unix``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import logging
 import os
 import pwd
+import secrets
 import socket
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from tempmail import access
 from tempmail.errors import ServerError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from tempmail.config import SocketSettings
 
@@ -88,15 +93,23 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
     return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
-def bind(settings: SocketSettings) -> Bound:
-    """Create the listening socket that ``settings`` describe."""
+def bind(
+    settings: SocketSettings,
+    *,
+    service_user: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Bound:
+    """Create the listening socket that ``settings`` describe.
+
+    ``service_user`` (``server.user``) and ``environ`` only shape the advice of errors.
+    """
     if settings.type == "unix":
-        return bind_unix(settings)
+        return bind_unix(settings, service_user=service_user, environ=environ)
     return bind_inet(settings)
 
 
 def bind_inet(settings: SocketSettings) -> Bound:
-    """A TCP listening socket on the configured host and port."""
+    """A TCP listening socket on the configured host and port (0: any free port)."""
     try:
         infos = socket.getaddrinfo(
             settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -112,46 +125,124 @@ def bind_inet(settings: SocketSettings) -> Bound:
     return Bound(sock, f"inet:{shown}:{port}")
 
 
-def bind_unix(settings: SocketSettings) -> Bound:
+def bind_unix(
+    settings: SocketSettings,
+    *,
+    service_user: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Bound:
     """A unix listening socket with the configured mode, owner and group.
 
     A stale socket (nobody accepts on it: a crashed server's) is replaced; a live one is left
     alone and reported; a path that is not a socket is never deleted.
+
+    The socket directory may be writable by the service user (it must remove the socket when
+    it stops), and that user may race us: swap the socket for a symlink to a root-only file
+    between our bind() and a chmod()/chown() by name. So the socket never has its final name
+    until it is finished: it is bound in a private directory (mode 0700, created by us next to
+    the final name and used only through its file descriptor, so it cannot be replaced under
+    us), given its owner, group and mode there, and then hard-linked to its final name, which
+    never replaces an existing name and never follows a symlink (SECURITY.md, "The socket").
     """
     path = settings.path
-    if not path.parent.is_dir():
-        raise ServerError(
-            f"socket.path: the directory {path.parent} does not exist; create it, for example "
-            f"'install -d -m 0750 -g postfix {path.parent}'"
+    try:
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        advice = missing_directory_advice(
+            path.parent, service_user, container=in_container(environ)
         )
-    _remove_stale(path)
-    uid = _resolve_id("socket.owner", settings.owner, _uid)
-    gid = _resolve_id("socket.group", settings.group, _gid)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The umask makes bind() create the socket with at most the configured permissions, so
-    # there is no moment in which it is more open than configured.
-    old_umask = os.umask(0o777 & ~settings.mode)
-    try:
-        sock.bind(str(path))
+        raise ServerError(advice) from None
     except OSError as exc:
-        sock.close()
-        raise ServerError(f"socket.path: cannot create {path}: {exc.strerror or exc}") from None
+        raise ServerError(f"socket.path: cannot open {path.parent}: {exc.strerror}") from None
+    try:
+        _remove_stale(path)
+        uid = _resolve_id("socket.owner", settings.owner, _uid)
+        gid = _resolve_id("socket.group", settings.group, _gid)
+        sock = _bind_privately(directory, path, settings.mode, uid, gid)
     finally:
-        os.umask(old_umask)
+        os.close(directory)
+    return Bound(sock, f"unix:{path}", path)
+
+
+def _bind_privately(directory: int, path: Path, mode: int, uid: int, gid: int) -> socket.socket:
+    """Bind, set up and listen in a private directory, then link the socket to ``path``."""
+    private_name = f".{path.name}.{secrets.token_hex(8)}"
     try:
+        os.mkdir(private_name, 0o700, dir_fd=directory)
+    except OSError as exc:
+        raise ServerError(
+            f"socket.path: cannot create the socket in {path.parent}: {exc.strerror}"
+        ) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    private = -1
+    try:
+        private = os.open(
+            private_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory
+        )
+        # Through /proc/self/fd the path names the directory we opened, whatever happens to
+        # its name; it is also short, whatever the length of the socket directory's path.
+        sock.bind(f"/proc/self/fd/{private}/{_BOUND_NAME}")
         if uid != -1 or gid != -1:
-            os.chown(path, uid, gid)
-        path.chmod(settings.mode)
+            os.chown(_BOUND_NAME, uid, gid, dir_fd=private, follow_symlinks=False)
+        os.chmod(_BOUND_NAME, mode, dir_fd=private)  # nobody else can reach this directory
         sock.listen(socket.SOMAXCONN)
+        os.link(
+            _BOUND_NAME,
+            path.name,
+            src_dir_fd=private,
+            dst_dir_fd=directory,
+            follow_symlinks=False,
+        )
+    except FileExistsError:
+        sock.close()
+        raise ServerError(
+            f"socket.path: {path} appeared while the socket was being created; is another "
+            "server starting?"
+        ) from None
     except OSError as exc:
         sock.close()
-        path.unlink(missing_ok=True)
         key = "socket.owner/socket.group" if exc.errno == errno.EPERM else "socket.path"
         raise ServerError(
             f"{key}: cannot set up {path}: {exc.strerror} "
             "(changing the owner needs root; the group, membership in that group)"
         ) from None
-    return Bound(sock, f"unix:{path}", path)
+    finally:
+        if private != -1:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_BOUND_NAME, dir_fd=private)
+            os.close(private)
+        os.rmdir(private_name, dir_fd=directory)
+    return sock
+
+
+#: The socket's name inside the private directory it is bound in.
+_BOUND_NAME: Final = "s"
+
+
+def missing_directory_advice(directory: Path, service_user: str | None, *, container: bool) -> str:
+    """What to do about a socket directory that does not exist, where we run."""
+    if container:
+        return (
+            f"socket.path: the directory {directory} does not exist in this container; mount "
+            f"the volume shared with Postfix there (e.g. -v tempmail-socket:{directory}), or "
+            "set [socket] path to a file in the directory where it is mounted"
+        )
+    owner = service_user if service_user and service_user != "root" else "tempmail"
+    return (
+        f"socket.path: the directory {directory} does not exist; create it owned by the "
+        f"service user, so that it can remove the socket when it stops: 'install -d -o {owner} "
+        f"-g postfix -m 0750 {directory}'"
+    )
+
+
+def in_container(environ: Mapping[str, str]) -> bool:
+    """Whether we run in a container (Docker, podman, Kubernetes), where advice differs."""
+    return (
+        Path("/.dockerenv").exists()
+        or Path("/run/.containerenv").exists()
+        or "container" in environ  # podman, systemd-nspawn
+        or "KUBERNETES_SERVICE_HOST" in environ
+    )
 
 
 def _remove_stale(path: Path) -> None:
@@ -228,3 +319,23 @@ def inherited(environ: Mapping[str, str]) -> list[Bound]:
         )
         bound.append(Bound(sock, description + " (from systemd)"))
     return bound
+
+
+def postfix_access_problem(path: Path, user: str = "postfix") -> str | None:
+    """Why Postfix's daemons (``user``) cannot connect to the socket at ``path``, or None.
+
+    None as well when there is no such user here (a sidecar container: Postfix lives in
+    another container and is checked by ``tempmail check`` there).
+    """
+    account = access.Account.named(user)
+    if account is None:
+        return None
+    problem = account.denied(path, access.Permission.WRITE)
+    if problem is None:
+        return None
+    fix = (
+        f'set [socket] group = "{user}" and mode = "0660"'
+        if problem.path == path
+        else f"e.g. 'chgrp {user} {problem.path} && chmod g+x {problem.path}'"
+    )
+    return f"{problem}; {fix}"

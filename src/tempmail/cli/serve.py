@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level or config.server.log_level)
     from tempmail.service import run_server  # noqa: PLC0415
 
-    run_server(config, os.environ)
+    run_server(config, os.environ, log_level=args.log_level)
     return EX_OK
