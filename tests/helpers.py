@@ -12,7 +12,8 @@ import pwd
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,26 @@ def as_user(user: pwd.struct_passwd, *command: str) -> subprocess.CompletedProce
         text=True,
         check=False,
     )
+
+
+def serve_process(
+    config: Path, *extra: str, command: Sequence[str | Path] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """``tempmail serve`` in a process of its own, once it listens: (process, log so far).
+
+    If it exits before listening, it is reaped and the test fails with its output: a process
+    handle left behind would be closed by the garbage collector during some later test.
+    """
+    argv = [*(command or [sys.executable, "-m", "tempmail"]), "-c", str(config), "serve", *extra]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines: list[str] = []
+    while "listening on" not in (line := process.stderr.readline()):
+        if not line:
+            process.wait()
+            process.stderr.close()
+            message = f"the server exited ({process.returncode}) before listening:\n"
+            raise AssertionError(message + "".join(lines))
+        lines.append(line)
+    lines.append(line)
+    return process, lines

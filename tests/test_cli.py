@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RECIPIENT, SECRET, StartServer, config_data, write_config
+from helpers import RECIPIENT, SECRET, StartServer, config_data, serve_process, write_config
 from tempmail import __version__, cli, config, netstring, schemes
 
 
@@ -363,17 +363,7 @@ def test_init_needs_domain_and_recipient(
 
 
 def start_serve(path: Path, *extra: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(path), "serve", *extra],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    while "listening on" not in line:
-        assert line, "the server exited before listening"
-        line = process.stderr.readline()
-    return process
+    return serve_process(path, *extra)[0]
 
 
 def dev_config(short_dir: Path) -> Path:

@@ -11,7 +11,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from typing import Any, Self
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import RECIPIENT, config_data, write_config
+from helpers import RECIPIENT, config_data, serve_process, write_config
 from tempmail import config as config_module
 from tempmail import generate, netstring, status
 from tempmail.client import Client
@@ -70,19 +69,10 @@ def serve(short_dir: Path) -> Iterator[Any]:
         data["socket"] = {"path": str(short_dir / f"s{len(started)}.sock")}
         data["metrics"] = {"enabled": True, "port": 0}
         path = write_config(short_dir / f"c{len(started)}.toml", data)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tempmail", "-c", str(path), "serve"],
-            stderr=subprocess.PIPE,
-            text=True,
+        process, log = serve_process(path)
+        metrics_url = next(
+            line.split("metrics on ")[1].strip() for line in log if "metrics on " in line
         )
-        assert process.stderr is not None
-        metrics_url = ""
-        line = process.stderr.readline()
-        while "listening on" not in line:
-            assert line, "the server exited before listening"
-            if "metrics on " in line:
-                metrics_url = line.split("metrics on ")[1].strip()
-            line = process.stderr.readline()
         served = Served(
             process, f"unix:{data['socket']['path']}", config_module.load(path, {}), metrics_url
         )

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from helpers import (
     FakeClock,
     StartServer,
     config_data,
+    serve_process,
     write_config,
 )
 from tempmail import __version__, cli, config, netstring, schemes, status
@@ -252,17 +252,7 @@ def test_self_test_against_a_server_without_status(
 
 
 def start_serve(path: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(path), "serve"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    while "listening on" not in line:
-        assert line, "the server exited before listening"
-        line = process.stderr.readline()
-    return process
+    return serve_process(path)[0]
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from helpers_hostile import (
     NOTFOUND,
     StartServer,
     addresses,
-    fd_count,
+    baseline,
     identity,
     ok,
     read_exactly,
@@ -157,7 +157,7 @@ def test_idle_and_slowloris_crowds_do_not_slow_down_well_behaved_clients(
     _raise_nofile(2 * (IDLE_CLIENTS + SLOW_CLIENTS) + 512)
     data = _server_data(idle_timeout=IDLE_TIMEOUT, max_connections=2000)
     running = start_server(data, clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
 
     with contextlib.ExitStack() as stack:  # every socket is closed, even if the test fails
         hostile: list[tuple[socket.socket, float]] = []
@@ -212,7 +212,7 @@ def test_clients_over_the_cap_wait_and_are_served_once_room_frees(
     start_server: StartServer,
 ) -> None:
     running = start_server(_server_data(max_connections=5, idle_timeout=60), clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     with contextlib.ExitStack() as stack:
         _over_the_cap(running, stack, tasks)
     assert running.query(VALID).data == RECIPIENT  # service is normal again
@@ -246,7 +246,7 @@ def _over_the_cap(running: RunningServer, stack: contextlib.ExitStack, tasks: in
 
 def test_idle_timeout_frees_a_full_server(start_server: StartServer) -> None:
     running = start_server(_server_data(max_connections=3, idle_timeout=0.5), clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     with contextlib.ExitStack() as stack:
         holders = [stack.enter_context(running.raw_socket()) for _ in range(3)]
         wait_until(lambda: running.server.open_connections == 3)
@@ -370,7 +370,7 @@ def test_vanishing_clients_leave_nothing_behind(
     data = _server_data(idle_timeout=60)
     data["socket"] = {"type": transport}
     running = start_server(data, clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     for _ in range(20):
         sock = running.raw_socket()
         action, _, moment = behaviour.partition("-")
@@ -399,7 +399,7 @@ def test_vanishing_clients_leave_nothing_behind(
 
 def test_a_client_that_never_reads_is_held_back_and_closed(start_server: StartServer) -> None:
     running = start_server(_server_data(idle_timeout=0.5), clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     with running.raw_socket() as sock:
         sent = _fill(sock, MANY_REQUESTS)
         # Backpressure: once the socket buffers are full the server stops reading, so the
@@ -456,7 +456,7 @@ def test_a_client_that_never_reads_cannot_make_the_server_hold_much(
 
 def test_many_short_lived_connections_leak_nothing(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     for index in range(500):
         with running.raw_socket() as sock:
             sock.sendall(request(VALID if index % 2 else "x@example.org"))
@@ -478,7 +478,7 @@ def test_an_unexpected_error_closes_only_that_connection(
 
     monkeypatch.setattr(Handler, "answer", answer)
     running = start_server(clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     with running.connect() as bystander, running.raw_socket() as victim:
         assert bystander.query("tempmail", VALID).data == RECIPIENT
         victim.sendall(request("boom@example.org"))

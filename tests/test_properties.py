@@ -20,13 +20,12 @@ from helpers_hostile import (
     NOW,
     StartServer,
     addresses,
-    fd_count,
+    baseline,
     ok,
     parse_replies,
     read_exactly,
     request,
     settled,
-    task_count,
     wait_until,
 )
 from tempmail import generate, netstring, socketmap
@@ -247,7 +246,7 @@ def test_a_code_with_one_wrong_digit_is_not_found(local: str, index: int, digit:
 
 def test_a_live_server_survives_random_clients(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    tasks, fds = task_count(running), fd_count()
+    tasks, fds = baseline(running)
     canary = running.connect()
     valid = addresses(PLAIN)[0]
 
