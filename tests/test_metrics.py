@@ -122,6 +122,7 @@ def test_metric_names_and_types() -> None:
         "tempmail_config_generation": "gauge",
         "tempmail_config_last_reload_success_timestamp_seconds": "gauge",
         "tempmail_config_last_reload_successful": "gauge",
+        "tempmail_publish_failures": "counter",
         "tempmail_start_time_seconds": "gauge",
         "tempmail_metrics_requests": "counter",
         "tempmail_metrics_timeouts": "counter",

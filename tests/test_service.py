@@ -165,3 +165,20 @@ def test_serve_warns_when_postfix_could_not_connect(short_dir: Path) -> None:
         f'(mode 0660, owner {current_user()}:root); set [socket] group = "postfix" and mode '
         '= "0660"\n'
     )
+
+
+def test_a_publish_directory_that_does_not_exist_stops_the_start_in_one_line(
+    short_dir: Path,
+) -> None:
+    """The website's file is part of the configuration: a wrong path is said at once."""
+    data = config_data()
+    data["server"] = {"user": current_user()}
+    data["socket"] = {"path": str(short_dir / "s.sock")}
+    data["publish"] = {"file": str(short_dir / "missing" / "address.txt")}
+    result = serve(write_config(short_dir / "c.toml", data))
+    assert result.returncode == 71
+    assert result.stderr.splitlines()[-1] == (
+        f"tempmail: publish.file: cannot open the directory {short_dir}/missing: No such file "
+        "or directory; create it, writable by the server's user, or change publish.file"
+    )
+    assert not (short_dir / "s.sock").exists()

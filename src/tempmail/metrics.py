@@ -190,6 +190,12 @@ FAMILIES: Final = (
         "last_reload_ok",
     ),
     Family(
+        "tempmail_publish_failures",
+        "counter",
+        "[publish] files that could not be written (logged; retried every second).",
+        "publish_failures",
+    ),
+    Family(
         "tempmail_start_time_seconds",
         "gauge",
         "When the server started, in seconds since the epoch.",

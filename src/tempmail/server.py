@@ -20,8 +20,9 @@ Lifecycle:
 * memory: when all connections together hold more than ``MAX_HELD_BYTES`` of unanswered
   requests and unsent replies, the ones holding the most are closed;
 * the housekeeping tick (every second): idle timeouts, room at the cap, the next day's table
-  (built in a worker thread shortly before local midnight), and the configuration and secret
-  files (a settled change reloads, with ``reload_on_change``);
+  (built in a worker thread shortly before local midnight), the published addresses (after each
+  local midnight, see publish.py), and the configuration and secret files (a settled change
+  reloads, with ``reload_on_change``);
 * SIGHUP or a changed file: reload the configuration and secrets in a worker thread; on any
   error keep serving the previous configuration, log why and show it in the status report;
 * SIGTERM/SIGINT: stop accepting and remove the socket, accept what already waits in the
@@ -44,9 +45,9 @@ import anyio
 import anyio.lowlevel
 
 from tempmail import config as config_module
-from tempmail import logs, metrics, watch, window
+from tempmail import logs, metrics, publish, watch, window
 from tempmail.connection import CloseReason, SocketmapConnection
-from tempmail.errors import ConfigError
+from tempmail.errors import ConfigError, ServerError
 from tempmail.handler import Handler, HandlerRef
 from tempmail.stats import Stats
 from tempmail.systemd import Notifier
@@ -115,6 +116,8 @@ class Server:
         self._held: dict[SocketmapConnection, int] = {}
         self._held_total = 0
         self._files = watch.ChangeDetector(watch.signatures(config.files))
+        self._published_at = float("-inf")  # when today's addresses were last published
+        self._next_publish = float("-inf")  # when they change next (a local midnight)
         self._drained: anyio.Event | None = None  # set when the last connection ends at shutdown
         self._stop_requested = False
         self._last_warning: dict[str, float] = {}
@@ -178,6 +181,7 @@ class Server:
                     tg.start_soon(self._log_summaries, self.config.metrics.summary_interval)
                 for warning in self.config.warnings:
                     log.warning("%s", warning)
+                await self._publish(at_start=True)
                 log.info("listening on %s", ", ".join(self.addresses))
                 self._notifier.ready(f"serving on {', '.join(self.addresses)}")
                 task_status.started(self.addresses)
@@ -259,6 +263,7 @@ class Server:
             trigger,
             self.stats.config_generation,
         )
+        await self._publish()
         self._notifier.ready(f"serving on {', '.join(self.addresses)}")
         return True
 
@@ -457,7 +462,12 @@ class Server:
         """Idle timeouts, room at the cap, the next day's table, changed files: every tick."""
         while True:
             await anyio.sleep(min(TICK, self.config.server.idle_timeout / 4))
-            for step in (self._sweep_idle, self._prepare_next_day, self._watch_files):
+            for step in (
+                self._sweep_idle,
+                self._prepare_next_day,
+                self._publish_if_due,
+                self._watch_files,
+            ):
                 try:
                     await step()
                 except Exception:  # housekeeping must never take the lookup service down
@@ -480,6 +490,31 @@ class Server:
         until = resolver.table(now).valid_until
         if until - now <= PREPARE_AHEAD and not resolver.prepared_for(until):
             await anyio.to_thread.run_sync(resolver.prepare, until)
+
+    async def _publish_if_due(self) -> None:
+        """After a local midnight (or a clock stepped back), publish the new addresses."""
+        now = self._clock()
+        if now >= self._next_publish or now < self._published_at:
+            await self._publish()
+
+    async def _publish(self, *, at_start: bool = False) -> None:
+        """Write the [publish] files in a worker thread; at start a failure stops the start."""
+        config = self.config
+        if config.publish.file is None and config.publish.json is None:
+            self._next_publish = float("inf")
+            return
+        now = self._clock()
+        try:
+            await anyio.to_thread.run_sync(publish.publish, config.publish, config, now)
+        except ServerError as exc:
+            if at_start:
+                raise
+            self.stats.publish_failures += 1
+            self._warn("publish", "cannot publish today's addresses (retrying): %s", exc)
+            return  # retried at the next tick
+        self._published_at = now
+        self._next_publish = publish.next_change(config, now)
+        log.info("published today's addresses (%d identities)", len(config.identities))
 
     async def _watch_files(self) -> None:
         if not self.config.server.reload_on_change:

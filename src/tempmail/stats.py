@@ -38,6 +38,7 @@ class Stats:
     # given for a secret: see config.py).
     last_reload_ok: bool = True
     last_reload_error: str = ""
+    publish_failures: int = 0  # [publish] files that could not be written (retried each tick)
     # Distinct dates whose address was looked up successfully today (key: ISO date), so an
     # operator sees whether yesterday's address is still in use.
     served_by_date: dict[str, int] = field(default_factory=dict)
