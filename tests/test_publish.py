@@ -12,6 +12,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,17 @@ import kubernetes_validate
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used
 
-from helpers import IDENTITY, SECRET, at, config_data, require_tool, write_config
+from helpers import (
+    IDENTITY,
+    RECIPIENT,
+    SECRET,
+    FakeClock,
+    StartServer,
+    at,
+    config_data,
+    require_tool,
+    write_config,
+)
 from tempmail import config, generate, publish, schemes, window
 from tempmail.config import PublishSettings
 from tempmail.errors import ConfigError, ServerError
@@ -519,3 +530,59 @@ def test_the_kubernetes_block_validates_merged_into_the_deployment(version: str)
     assert mounts["tempmail"]["publish"]["mountPath"] == "/run/tempmail-publish"
     assert mounts["web"]["publish"]["readOnly"] is True
     assert "readOnly" not in mounts["tempmail"]["publish"]
+
+
+# --- through the server: start, midnight, reload ---------------------------------------------
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> float:
+    """Seconds until ``condition()`` held (polled every 10 ms); fails after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_the_server_publishes_at_start_after_midnight_and_after_a_reload(
+    start_server: StartServer, short_dir: Path
+) -> None:
+    """Kiritimati (UTC+14): the files switch within about a second of the clock's midnight."""
+    www = short_dir / "www"
+    www.mkdir()
+    data = config_data(timezone="Pacific/Kiritimati", tags=True)
+    data["server"] = {"reload_on_change": False}
+    data["publish"] = {"file": str(www / "address.txt"), "json": str(www / "address.json")}
+    clock = FakeClock(at("2026-11-27T09:59:58+00:00"))  # 23:59:58 on the 27th, local
+    server = start_server(data, clock=clock)
+
+    def published() -> tuple[str, dict[str, str]]:
+        (entry,) = json.loads((www / "address.json").read_text())
+        return (www / "address.txt").read_text(), entry
+
+    # Written before the server reported itself ready: no waiting here.
+    text, entry = published()
+    assert entry["date"] == "2026-11-27"
+    assert entry["valid_until"] == "2026-11-29T00:00:00+14:00"
+    assert text == f"{entry['address']}\n"
+    assert server.query(entry["address"]).data == RECIPIENT
+    clock.now = at("2026-11-27T10:00:00+00:00")  # local midnight
+    took = wait_for(lambda: published()[1]["date"] == "2026-11-28")
+    print(f"\npublished {took:.2f} s after the clock passed local midnight")
+    assert took < 2.5  # the next housekeeping tick (1 s), plus a busy machine's slack
+    text, entry = published()
+    assert entry["address"] == str(
+        generate.address_on(load(data).identities[0], dt.date(2026, 11, 28))
+    )
+    assert text == f"{entry['address']}\n"
+    assert server.query(entry["address"]).data == RECIPIENT
+    # A reload that changes the secret publishes the new address before reload() returns.
+    data["identities"]["default"]["secret"] = "the secret after the reload, long enough"
+    server.rewrite_config(data)
+    assert server.reload()
+    text, entry = published()
+    new_address = str(generate.address_on(load(data).identities[0], dt.date(2026, 11, 28)))
+    assert (text, entry["address"]) == (f"{new_address}\n", new_address)
+    assert server.query(new_address).data == RECIPIENT
+    assert sorted(p.name for p in www.iterdir()) == ["address.json", "address.txt"]
+    assert stat.S_IMODE((www / "address.txt").stat().st_mode) == 0o644
