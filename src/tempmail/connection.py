@@ -17,7 +17,8 @@ Fairness and flow control:
 
 * requests are answered in turns (session.py): after a turn with requests left, the connection
   stops reading and schedules its next turn behind every other ready callback of the event
-  loop, so one pipelining client cannot keep the loop to itself;
+  loop, so one pipelining client cannot keep the loop to itself; a turn answers at most 32
+  requests, fewer while turns take longer than ``TURN_TIME``;
 * when the transport's write buffer passes its high-water mark (the client does not read its
   replies), the connection stops reading and stops answering until the buffer drains. What a
   connection holds is then bounded by one read, one turn's replies and the write buffer's
@@ -35,7 +36,7 @@ import logging
 import termios
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from tempmail.session import Next, Session
+from tempmail.session import TURN_REQUESTS, Next, Session
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The work one turn should take at most, in seconds: about how long another client's lookup
+#: may wait per busy connection.
+TURN_TIME: Final = 0.0005
 #: Changes in held bytes smaller than this are not reported to the owner (a lookup's reply is
 #: tens of bytes): the owner's total may be off by this much per connection, no more.
 HELD_REPORT_STEP: Final = 4096
@@ -97,6 +101,7 @@ class SocketmapConnection(asyncio.Protocol):
         self._reading_paused = False
         self._draining = draining  # answer what has arrived, then close
         self._reported_held = 0
+        self._turn_requests = TURN_REQUESTS  # requests per turn, shortened while turns are slow
         self._close_reason: CloseReason | None = CloseReason.SHUTDOWN if draining else None
 
     # --- state, for the server -------------------------------------------------------------
@@ -221,8 +226,9 @@ class SocketmapConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        started = self._monotonic()
         try:
-            replies, next_step = self._session.answer(self._clock())
+            replies, next_step = self._session.answer(self._clock(), self._turn_requests)
         except Exception:
             # One broken connection must never take the server down.
             log.exception("unexpected error while serving a connection; closing it")
@@ -232,6 +238,7 @@ class SocketmapConnection(asyncio.Protocol):
         if replies:
             transport.write(replies)
             self._last_active = self._monotonic()
+            self._fit_turn(self._last_active - started)
         if next_step is Next.CLOSE or (next_step is Next.READ and self._draining):
             transport.close()  # after the replies are written
         elif next_step is Next.READ:
@@ -243,6 +250,18 @@ class SocketmapConnection(asyncio.Protocol):
             assert self._loop is not None  # noqa: S101 - set in connection_made
             self._loop.call_soon(self._take_turn)
         self._report_held()
+
+    def _fit_turn(self, took: float) -> None:
+        """Halve the requests per turn while turns take longer than TURN_TIME, regrow after.
+
+        Most lookups cost microseconds, but some are costlier by design (a 1.x tagged code is
+        checked against every day of the tag window while legacy_tags_until keeps them valid):
+        a time bound keeps a turn short whatever the keys cost.
+        """
+        if took > TURN_TIME:
+            self._turn_requests = max(1, self._turn_requests // 2)
+        elif took < TURN_TIME / 4 and self._turn_requests < TURN_REQUESTS:
+            self._turn_requests = min(TURN_REQUESTS, self._turn_requests * 2)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None:

@@ -8,10 +8,11 @@ The protocol policy lives here, apart from sockets and event loops:
   ``PERM`` would make Postfix defer that mail forever);
 * every other request goes to the current :class:`~tempmail.handler.Handler`;
 * work is handed out in **turns**: one call to :meth:`Session.answer` answers at most
-  ``TURN_REQUESTS`` requests and ``REPLY_BUDGET`` reply bytes, so a client that pipelines
-  without pause gets one turn like every other connection instead of the whole server (the
-  connection yields to the event loop between turns), and cannot make the server hold more
-  than one batch of replies at a time.
+  ``max_requests`` requests (``TURN_REQUESTS`` by default) and ``REPLY_BUDGET`` reply bytes, so
+  a client that pipelines without pause gets one turn like every other connection instead of
+  the whole server (the connection yields to the event loop between turns, and shortens its
+  turns when they take long: connection.py), and cannot make the server hold more than one
+  batch of replies at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tempmail import socketmap
 from tempmail.netstring import (
     END,
     NEED_DATA,
-    NetstringDecoder,
     NetstringError,
     Oversized,
     Truncated,
@@ -65,7 +65,7 @@ class Session:
     def __init__(self, ref: HandlerRef) -> None:
         self._ref = ref
         # The limit is read when the connection opens; a reload applies to new connections.
-        self._decoder = NetstringDecoder(max_length=ref.handler.config.server.max_query_length)
+        self._decoder = socketmap.decoder(ref.handler.config.server.max_query_length)
 
     @property
     def buffered(self) -> int:
@@ -74,20 +74,20 @@ class Session:
 
     def discard(self) -> None:
         """Drop every buffered byte at once (the connection is closed without answers)."""
-        self._decoder = NetstringDecoder(max_length=self._decoder.max_length)
+        self._decoder = socketmap.decoder(self._decoder.max_length)
 
     def feed(self, data: bytes) -> None:
         """Buffer received bytes; ``b""`` marks the end of the stream."""
         self._decoder.feed(data)
 
-    def answer(self, now: float) -> tuple[bytes, Next]:
-        """The replies of one turn, and what the connection should do next."""
+    def answer(self, now: float, max_requests: int = TURN_REQUESTS) -> tuple[bytes, Next]:
+        """The replies of one turn (at most ``max_requests``), and what to do next."""
         decoder = self._decoder
         handler = self._ref.handler
         replies: list[bytes] = []
         size = 0
         try:
-            while size < REPLY_BUDGET and len(replies) < TURN_REQUESTS:
+            while size < REPLY_BUDGET and len(replies) < max_requests:
                 event = decoder.next_event()
                 if type(event) is bytes:
                     reply = handler.answer(event, now).wire
