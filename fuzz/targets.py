@@ -29,7 +29,6 @@ from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import Resolver
 from tempmail.netstring import (
     END,
-    HARD_LIMIT,
     NEED_DATA,
     NetstringDecoder,
     NetstringError,
@@ -37,7 +36,7 @@ from tempmail.netstring import (
     Truncated,
 )
 from tempmail.session import Session
-from tempmail.socketmap import Status
+from tempmail.socketmap import MAX_REPLY_LENGTH, Status
 
 # The session logs every protocol error; millions of them are noise here (and slow).
 logging.disable(logging.CRITICAL)
@@ -70,7 +69,7 @@ VALID: Final = [
     for address in generate.current_addresses(IDENTITY, NOW, scheme=scheme)
 ] + [str(a) for a in generate.current_addresses(IDENTITY, NOW, tag="shop")]
 _VALID_CODES: Final = {address.split("@")[0] for address in VALID}
-_LENGTH_DIGITS: Final = len(str(HARD_LIMIT))
+_LENGTH_DIGITS: Final = len(str(MAX_REPLY_LENGTH))
 
 
 def _chunks(data: bytes, sizes: bytes) -> list[bytes]:
@@ -86,7 +85,7 @@ def _chunks(data: bytes, sizes: bytes) -> list[bytes]:
 
 def decode_all(chunks: list[bytes], max_length: int, eof: bool) -> list[object]:
     """Every event; ends with the error type, "END" or "NEED_DATA". Checks the bounds."""
-    decoder = NetstringDecoder(max_length=max_length)
+    decoder = socketmap.decoder(max_length)
     events: list[object] = []
     try:
         reads = [chunk for chunk in chunks if chunk]  # b"" would mean end of stream
@@ -212,7 +211,7 @@ def _check_reply(request: bytes | Oversized, reply: socketmap.Reply) -> None:
 
 
 def _parse_replies(wire: bytes) -> list[socketmap.Reply]:
-    decoder = NetstringDecoder(max_length=socketmap.MAX_REPLY_LENGTH)
+    decoder = socketmap.decoder()
     decoder.feed(wire)
     decoder.feed(b"")
     replies: list[socketmap.Reply] = []
@@ -225,7 +224,7 @@ def _parse_replies(wire: bytes) -> list[socketmap.Reply]:
 
 def target_client(data: bytes) -> None:
     """What ``tempmail query`` does with a server's bytes: only ProtocolError may come out."""
-    decoder = NetstringDecoder(max_length=socketmap.MAX_REPLY_LENGTH)
+    decoder = socketmap.decoder()
     decoder.feed(data)
     decoder.feed(b"")
     try:

@@ -157,7 +157,7 @@ def settled(running: RunningServer, tasks: int, fds: int) -> Callable[[], bool]:
 
 def parse_replies(wire: bytes) -> list[socketmap.Reply]:
     """Split concatenated reply netstrings; fails on anything that is not a valid reply."""
-    decoder = netstring.NetstringDecoder(max_length=socketmap.MAX_REPLY_LENGTH)
+    decoder = socketmap.decoder()
     decoder.feed(wire)
     decoder.feed(b"")
     replies: list[socketmap.Reply] = []

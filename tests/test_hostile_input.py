@@ -30,9 +30,9 @@ from helpers_hostile import (
     request,
     still_open,
 )
+from tempmail import socketmap
 from tempmail.netstring import (
     END,
-    HARD_LIMIT,
     NEED_DATA,
     BadLength,
     BadTerminator,
@@ -42,6 +42,7 @@ from tempmail.netstring import (
     Oversized,
     Truncated,
 )
+from tempmail.socketmap import MAX_REPLY_LENGTH
 
 IDENT = identity()
 VALID = addresses(IDENT)[0]  # today's hmac address at the fixed test instant
@@ -162,7 +163,7 @@ def _drain(decoder: NetstringDecoder, chunks: list[bytes]) -> None:
 def test_decoder_rejects_malformed(raw: bytes, error: type[NetstringError], message: str) -> None:
     # Whole, and one byte at a time: the same error type (the message shows the bytes seen).
     for chunks in ([raw], [raw[i : i + 1] for i in range(len(raw))]):
-        decoder = NetstringDecoder(max_length=MAX_QUERY)
+        decoder = socketmap.decoder(MAX_QUERY)
         with pytest.raises(error) as caught:
             _drain(decoder, chunks)
         if len(chunks) == 1:
@@ -357,9 +358,9 @@ def test_keys_at_and_beyond_the_max_query_length(
 def test_hard_limit_payload_is_skipped_and_answered(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
     with running.raw_socket() as sock:
-        sock.sendall(b"%d:tempmail " % HARD_LIMIT)
+        sock.sendall(b"%d:tempmail " % MAX_REPLY_LENGTH)
         # The rest arrives in pieces, as a slow sender's would.
-        body = b"x" * (HARD_LIMIT - PREFIX)
+        body = b"x" * (MAX_REPLY_LENGTH - PREFIX)
         for start in range(0, len(body), 8192):
             sock.sendall(body[start : start + 8192])
         sock.sendall(b"," + request(VALID))
@@ -371,7 +372,7 @@ def test_hard_limit_payload_is_skipped_and_answered(start_server: StartServer) -
 def test_hard_limit_plus_one_is_refused_before_the_payload(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
     with running.raw_socket() as sock:
-        sock.sendall(b"%d:" % (HARD_LIMIT + 1))  # no payload needed for the refusal
+        sock.sendall(b"%d:" % (MAX_REPLY_LENGTH + 1))  # no payload needed for the refusal
         assert read_until_closed(sock) == perm_malformed(
             "netstring length 100001 exceeds the limit of 100000"
         )
@@ -391,28 +392,28 @@ def test_configured_max_query_length_is_used(start_server: StartServer) -> None:
 
 
 def test_decoder_skips_an_oversized_payload_without_buffering_it() -> None:
-    decoder = NetstringDecoder(max_length=MAX_QUERY)
-    decoder.feed(b"%d:" % HARD_LIMIT)
+    decoder = socketmap.decoder(MAX_QUERY)
+    decoder.feed(b"%d:" % MAX_REPLY_LENGTH)
     assert decoder.next_event() is NEED_DATA
     high_water = decoder.buffered
-    for _ in range(HARD_LIMIT // 1000):
+    for _ in range(MAX_REPLY_LENGTH // 1000):
         decoder.feed(b"y" * 1000)
         assert decoder.next_event() is NEED_DATA
         high_water = max(high_water, decoder.buffered)
     decoder.feed(b",3:a b,")
-    assert decoder.next_event() == Oversized(HARD_LIMIT)
+    assert decoder.next_event() == Oversized(MAX_REPLY_LENGTH)
     assert decoder.next_event() == b"a b"
     assert decoder.next_event() is NEED_DATA
     assert high_water == 0
 
 
 def test_decoder_eof_states() -> None:
-    decoder = NetstringDecoder(max_length=MAX_QUERY)
+    decoder = socketmap.decoder(MAX_QUERY)
     decoder.feed(b"3:abc,")
     decoder.feed(b"")
     assert decoder.next_event() == b"abc"
     assert decoder.next_event() is END
-    truncated = NetstringDecoder(max_length=MAX_QUERY)
+    truncated = socketmap.decoder(MAX_QUERY)
     truncated.feed(b"3:ab")
     truncated.feed(b"")
     with pytest.raises(Truncated):

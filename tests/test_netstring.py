@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tempmail import socketmap
 from tempmail.netstring import (
     END,
     NEED_DATA,
     BadLength,
     BadTerminator,
     LengthLimitExceeded,
-    NetstringDecoder,
     NetstringError,
     Oversized,
     Truncated,
@@ -20,7 +20,7 @@ from tempmail.netstring import (
 
 def decode_all(data: bytes, *, max_length: int = 512, chunk: int | None = None) -> list[object]:
     """Feed ``data`` (whole or in chunks), then EOF; collect every event until END or an error."""
-    decoder = NetstringDecoder(max_length=max_length)
+    decoder = socketmap.decoder(max_length)
     events: list[object] = []
     if chunk is None:
         pieces = [data] if data else []
@@ -86,11 +86,11 @@ def test_decoding(data: bytes, expected: list[object], chunk: int | None) -> Non
 
 def test_errors_are_reported_as_soon_as_certain() -> None:
     """A bad length prefix is rejected before the rest of the frame arrives."""
-    decoder = NetstringDecoder(max_length=512)
+    decoder = socketmap.decoder(512)
     decoder.feed(b"1x")
     with pytest.raises(BadLength, match="not a decimal number"):
         decoder.next_event()
-    decoder = NetstringDecoder(max_length=512)
+    decoder = socketmap.decoder(512)
     decoder.feed(b"1234567")
     with pytest.raises(LengthLimitExceeded, match=r"1234567\.\.\. exceeds the limit of 100000"):
         decoder.next_event()
@@ -98,7 +98,7 @@ def test_errors_are_reported_as_soon_as_certain() -> None:
 
 def test_a_broken_decoder_stays_broken() -> None:
     """After an error the stream cannot be resynchronised: every call raises the same error."""
-    decoder = NetstringDecoder(max_length=512)
+    decoder = socketmap.decoder(512)
     decoder.feed(b"x:")
     with pytest.raises(BadLength) as first:
         decoder.next_event()
@@ -110,7 +110,7 @@ def test_a_broken_decoder_stays_broken() -> None:
 
 def test_oversized_payload_is_never_buffered() -> None:
     """Bytes of a payload over max_length are dropped as they arrive."""
-    decoder = NetstringDecoder(max_length=16)
+    decoder = socketmap.decoder(16)
     decoder.feed(b"90000:")
     assert decoder.next_event() is NEED_DATA
     for _ in range(90):
@@ -134,7 +134,7 @@ def test_encode() -> None:
 
 
 def test_feeding_after_eof_is_a_programming_error() -> None:
-    decoder = NetstringDecoder(max_length=10)
+    decoder = socketmap.decoder(10)
     decoder.feed(b"")
     with pytest.raises(ValueError, match="after end of stream"):
         decoder.feed(b"1:a,")
@@ -142,4 +142,4 @@ def test_feeding_after_eof_is_a_programming_error() -> None:
 
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="between 0 and 100000"):
-        NetstringDecoder(max_length=100_001)
+        socketmap.decoder(100_001)

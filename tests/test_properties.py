@@ -34,15 +34,13 @@ from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import Resolver
 from tempmail.netstring import (
     END,
-    HARD_LIMIT,
     NEED_DATA,
-    NetstringDecoder,
     NetstringError,
     Oversized,
     Truncated,
 )
 from tempmail.session import Session
-from tempmail.socketmap import Status
+from tempmail.socketmap import MAX_REPLY_LENGTH, Status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,8 +75,8 @@ def _decode(chunks: list[bytes], *, eof: bool, max_length: int = MAX_LENGTH) -> 
     Checks the buffering bound: once the events are drained the decoder holds at most one
     incomplete frame (6 length digits, the colon and up to ``max_length`` payload bytes).
     """
-    decoder = NetstringDecoder(max_length=max_length)
-    bound = max_length + len(str(HARD_LIMIT)) + 1  # one incomplete frame
+    decoder = socketmap.decoder(max_length)
+    bound = max_length + len(str(MAX_REPLY_LENGTH)) + 1  # one incomplete frame
     events: list[Event] = []
     try:
         for chunk in [*filter(None, chunks), b""] if eof else filter(None, chunks):
@@ -113,7 +111,7 @@ netstringish = st.lists(
         st.sampled_from([b":", b",", b"0", b"00", b"1", b"9", b";", b"\x00", b" ", b"100000"]),
         st.sampled_from(REQUESTS),
         st.builds(netstring.encode, st.binary(max_size=2 * MAX_LENGTH)),
-        st.integers(min_value=0, max_value=2 * HARD_LIMIT).map(lambda n: b"%d:" % n),
+        st.integers(min_value=0, max_value=2 * MAX_REPLY_LENGTH).map(lambda n: b"%d:" % n),
     ),
     max_size=10,
 ).map(b"".join)
@@ -147,7 +145,7 @@ def test_random_bytes_raise_only_netstring_errors(data: bytes, cuts: list[int]) 
 
 
 @FAST
-@given(st.integers(min_value=MAX_LENGTH + 1, max_value=HARD_LIMIT), cut_points)
+@given(st.integers(min_value=MAX_LENGTH + 1, max_value=MAX_REPLY_LENGTH), cut_points)
 def test_oversized_payloads_are_never_buffered(length: int, cuts: list[int]) -> None:
     wire = netstring.encode(b"z" * length) + netstring.encode(b"after")
     assert _decode(_split(wire, cuts), eof=True) == [Oversized(length), b"after", "END"]

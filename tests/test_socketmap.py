@@ -44,7 +44,7 @@ def test_an_ok_reply_is_never_cut() -> None:
 def test_replies_are_immutable_values() -> None:
     reply = socketmap.ok("a@b.c")
     with pytest.raises(AttributeError):
-        reply.data = "other"
+        reply.data = "other"  # type: ignore[misc]  # the point of the test
     assert reply == Reply(Status.OK, "a@b.c")
     assert len({reply, Reply(Status.OK, "a@b.c")}) == 1
     assert repr(reply) == "Reply(OK 'a@b.c')"

@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/co
 import common
 
 from tempmail import config as config_module
-from tempmail import generate
+from tempmail import generate, socketmap
 from tempmail.handler import Handler, HandlerRef
 from tempmail.lookup import AddressTable
-from tempmail.netstring import NetstringDecoder
 from tempmail.session import Session
 
 
@@ -54,7 +53,7 @@ def main() -> int:
     session = Session(HandlerRef(handler))
     resolver = handler.resolver
     table = resolver.table(now)
-    decoder = NetstringDecoder(max_length=512)
+    decoder = socketmap.decoder(512)
     lower_keys = [k.lower() for k in mix]
     plain = dict.fromkeys(lower_keys[::2], True)
 

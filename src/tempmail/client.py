@@ -30,7 +30,13 @@ def parse_target(target: str) -> tuple[socket.AddressFamily, str | tuple[str, in
 
 
 class Client:
-    """One connection; several queries may be sent over it, as Postfix does."""
+    """One connection; several queries may be sent over it, as Postfix does.
+
+    Besides queries, it reads what a test of the protocol needs: the exact bytes the server
+    sent (:meth:`read_exactly`, :meth:`read_to_end`) after arbitrary bytes went out
+    (:meth:`send_raw`), and half-closes (:meth:`finish_sending`). Every read waits at most
+    ``timeout`` seconds.
+    """
 
     def __init__(self, target: str, timeout: float = 5.0) -> None:
         family, address = parse_target(target)
@@ -44,7 +50,7 @@ class Client:
             except OSError:
                 self._sock.close()
                 raise
-        self._decoder = netstring.NetstringDecoder(max_length=socketmap.MAX_REPLY_LENGTH)
+        self._decoder = socketmap.decoder()
 
     def __enter__(self) -> Self:
         return self
@@ -57,6 +63,11 @@ class Client:
     ) -> None:
         self.close()
 
+    @property
+    def socket(self) -> socket.socket:
+        """The connected socket, for what only a socket does (options, non-blocking sends)."""
+        return self._sock
+
     def close(self) -> None:
         """Close the connection."""
         self._sock.close()
@@ -68,15 +79,54 @@ class Client:
 
     def read_reply(self) -> Reply:
         """Read one reply (after a request sent with :meth:`send_raw`)."""
-        while True:
-            event = self._decoder.next_event()
-            if isinstance(event, bytes):
-                return socketmap.parse_reply(event)
-            if event is netstring.END:
-                raise ProtocolError("the server closed the connection without replying")
-            if isinstance(event, netstring.Oversized):  # pragma: no cover - limit is the maximum
-                raise ProtocolError("reply too long")
+        while (event := self._decoder.next_event()) is netstring.NEED_DATA:
             self._decoder.feed(self._sock.recv(65536))
+        if event is netstring.END:
+            raise ProtocolError("the server closed the connection without replying")
+        # Nothing is skipped as Oversized: a longer reply is a protocol error (the hard limit).
+        assert isinstance(event, bytes)  # noqa: S101 - see above
+        return socketmap.parse_reply(event)
+
+    def send_raw(self, data: bytes) -> None:
+        """Send arbitrary bytes: a request of one's own making, malformed or in pieces."""
+        self._sock.sendall(data)
+
+    def finish_sending(self) -> None:
+        """Half-close: the server reads the end of the stream and may still reply."""
+        self._sock.shutdown(socket.SHUT_WR)
+
+    def read_exactly(self, size: int) -> bytes:
+        """The next ``size`` bytes exactly as the server sent them.
+
+        Raises :class:`ProtocolError` with what did arrive if the server closes first.
+        """
+        self._check_no_partial_reply()
+        received = bytearray()
+        while len(received) < size:
+            chunk = self._sock.recv(min(size - len(received), 65536))
+            if not chunk:
+                raise ProtocolError(
+                    f"the server closed the connection after {len(received)} of {size} bytes: "
+                    f"{bytes(received[:200])!r}"
+                )
+            received += chunk
+        return bytes(received)
+
+    def read_to_end(self) -> bytes:
+        """Everything the server sends until it closes the connection (a reset ends it too)."""
+        self._check_no_partial_reply()
+        received = bytearray()
+        try:
+            while chunk := self._sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # the server closed with unread bytes pending: what came before still counts
+        return bytes(received)
+
+    def _check_no_partial_reply(self) -> None:
+        """Raw reads go on where :meth:`read_reply` stopped; a partial reply cannot be unread."""
+        if self._decoder.buffered:
+            raise ProtocolError("part of a reply is buffered: finish it with read_reply()")
 
     def peer_pid(self) -> int | None:
         """The PID of the process that listens on a unix socket (SO_PEERCRED), else None.
@@ -91,7 +141,3 @@ class Client:
         )
         pid, _, _ = struct.unpack("3i", credentials)
         return int(pid)
-
-    def send_raw(self, data: bytes) -> None:
-        """Send arbitrary bytes (tests use this for malformed requests)."""
-        self._sock.sendall(data)

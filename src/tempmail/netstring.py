@@ -9,8 +9,8 @@ Limits:
 
 * ``max_length``: payloads longer than this are *skipped* without being buffered and reported
   as :class:`Oversized`, so a server can answer them instead of dropping the connection.
-* ``hard_limit``: a declared length above this is a protocol error. We use 100000, Postfix's
-  own ``socketmap_max_reply_size`` default, for requests too: no Postfix query comes near it.
+* ``hard_limit``: a declared length above this is a protocol error, found while the digits
+  arrive. The socketmap protocol's limit is ``socketmap.MAX_REPLY_LENGTH`` (Postfix's).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Final
 
 from tempmail.errors import ProtocolError
 
-#: The largest netstring payload we accept at all (Postfix's socketmap_max_reply_size default).
+#: Kept until config.py takes socketmap.MAX_REPLY_LENGTH (an uncommitted change there).
 HARD_LIMIT: Final = 100_000
 
 
@@ -77,7 +77,7 @@ class NetstringDecoder:
 
     __slots__ = ("_buf", "_eof", "_error", "_hard_limit", "_max_digits", "_max_length", "_skip")
 
-    def __init__(self, *, max_length: int, hard_limit: int = HARD_LIMIT) -> None:
+    def __init__(self, *, max_length: int, hard_limit: int) -> None:
         if not 0 <= max_length <= hard_limit:
             raise ValueError(f"max_length must be between 0 and {hard_limit}")
         self._max_length = max_length

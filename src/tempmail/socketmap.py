@@ -9,12 +9,15 @@ reply built here is longer than that.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Final
 
 from tempmail import netstring
 from tempmail.errors import ProtocolError
 
-#: Postfix's default socketmap_max_reply_size: the longest reply payload a client accepts.
+#: Postfix's default socketmap_max_reply_size: the longest reply payload Postfix reads. It is
+#: also the decoders' hard limit for requests (``NetstringDecoder(hard_limit=...)``): no
+#: Postfix request comes near it, so one bound covers every netstring either side sends.
 MAX_REPLY_LENGTH: Final = 100_000
 
 
@@ -36,37 +39,25 @@ class MalformedReply(ProtocolError):
     """A reply that is not a socketmap reply."""
 
 
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """An immutable reply; its wire encoding is computed once, at construction."""
+    """A reply; its wire encoding is computed once, at construction (replies are reused).
 
-    __slots__ = ("data", "status", "wire")
+    No reply may be longer than Postfix reads (:data:`MAX_REPLY_LENGTH`): :func:`temp` and
+    :func:`perm` shorten their reasons to fit; anything else that long raises ValueError.
+    """
 
     status: Status
-    data: str
-    wire: bytes
+    data: str = ""
+    #: The whole netstring, as sent: derived from ``status`` and ``data``.
+    wire: bytes = field(init=False, compare=False)
 
-    def __init__(self, status: Status, data: str = "") -> None:
-        payload = f"{status.value} {data}".encode()
+    def __post_init__(self) -> None:
+        payload = f"{self.status.value} {self.data}".encode()
         if len(payload) > MAX_REPLY_LENGTH:
-            if status in (Status.OK, Status.NOTFOUND):
-                raise ValueError(f"an {status.value} reply must fit in {MAX_REPLY_LENGTH} bytes")
-            # A reason is only informative: shorten it rather than break the protocol.
-            payload = payload[:MAX_REPLY_LENGTH].decode(errors="ignore").encode()
-            data = payload.decode()[len(status.value) + 1 :]
-        object.__setattr__(self, "status", status)
-        object.__setattr__(self, "data", data)
+            raise ValueError(f"an {self.status.value} reply must fit in {MAX_REPLY_LENGTH} bytes")
+        # The one derived field of a frozen dataclass is set here, once.
         object.__setattr__(self, "wire", netstring.encode(payload))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Reply):
-            return NotImplemented
-        return self.wire == other.wire
-
-    def __hash__(self) -> int:
-        return hash(self.wire)
 
     def __repr__(self) -> str:
         return f"Reply({self.status.value} {self.data!r})"
@@ -82,16 +73,31 @@ def ok(data: str) -> Reply:
 
 def temp(reason: str) -> Reply:
     """A temporary failure: Postfix defers the mail and tries again later."""
-    return Reply(Status.TEMP, _one_line(reason))
+    return Reply(Status.TEMP, _reason(Status.TEMP, reason))
 
 
 def perm(reason: str) -> Reply:
     """A permanent failure; Postfix logs the reason and defers (it is a configuration error)."""
-    return Reply(Status.PERM, _one_line(reason))
+    return Reply(Status.PERM, _reason(Status.PERM, reason))
 
 
-def _one_line(reason: str) -> str:
-    return " ".join(reason.split())
+def _reason(status: Status, reason: str) -> str:
+    """``reason`` on one line, shortened to fit a reply: a reason is only informative."""
+    text = " ".join(reason.split())
+    encoded = text.encode()
+    room = MAX_REPLY_LENGTH - len(status.value) - 1
+    if len(encoded) <= room:
+        return text
+    return encoded[:room].decode(errors="ignore")  # never a character cut in half
+
+
+def decoder(max_length: int = MAX_REPLY_LENGTH) -> netstring.NetstringDecoder:
+    """A decoder of socketmap netstrings (requests or replies).
+
+    Payloads longer than ``max_length`` are skipped and reported as ``Oversized``; a declared
+    length above Postfix's limit is a protocol error as soon as its digits arrive.
+    """
+    return netstring.NetstringDecoder(max_length=max_length, hard_limit=MAX_REPLY_LENGTH)
 
 
 def parse_request(payload: bytes) -> tuple[bytes, bytes]:
