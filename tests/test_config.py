@@ -275,6 +275,13 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
         f"{tmp_path / 'nope.toml'}: cannot read the configuration: No such file or directory "
         "(create one with 'tempmail init')"
     )
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path / "nope.toml", environ={"container": "podman"})
+    assert str(caught.value) == (  # in a container the file is a mount the operator forgot
+        f"{tmp_path / 'nope.toml'}: cannot read the configuration: No such file or directory "
+        f"(mount the directory that holds it at {tmp_path}, e.g. -v ./config:{tmp_path}:ro; "
+        "see docs/containers.md)"
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text("a = [")
     with pytest.raises(ConfigError, match=r"bad\.toml: invalid TOML: Invalid value"):

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
 from tempmail import config as config_module
-from tempmail import listeners, schemes
+from tempmail import listeners, runtime, schemes
 from tempmail.errors import ServerError
 from tempmail.netstring import encode
 from tempmail.socketmap import Status
@@ -290,8 +290,8 @@ def test_missing_socket_directory_advice_in_a_container() -> None:
         "the volume shared with Postfix there (e.g. -v tempmail-socket:/run/tempmail), or set "
         "[socket] path to a file in the directory where it is mounted"
     )
-    assert listeners.in_container({"container": "podman"})
-    assert listeners.in_container({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert runtime.in_container({"container": "podman"})
+    assert runtime.in_container({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
 
 
 def test_closing_never_removes_a_successors_socket(short_dir: Path) -> None:

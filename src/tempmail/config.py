@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tempmail import schemes
+from tempmail import runtime, schemes
 from tempmail.errors import ConfigError
 from tempmail.netstring import HARD_LIMIT
 from tempmail.secret import (
@@ -209,7 +209,14 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] = os.environ
         raw = file.read_bytes()
         mode = file.stat().st_mode
     except OSError as exc:
-        hint = " (create one with 'tempmail init')" if isinstance(exc, FileNotFoundError) else ""
+        hint = ""
+        if isinstance(exc, FileNotFoundError):
+            hint = (
+                f" (mount the directory that holds it at {file.parent}, e.g. "
+                f"-v ./config:{file.parent}:ro; see docs/containers.md)"
+                if runtime.in_container(environ)
+                else " (create one with 'tempmail init')"
+            )
         raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}{hint}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tempmail import access
+from tempmail import access, runtime
 from tempmail.errors import ServerError
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def bind_unix(
         directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         advice = missing_directory_advice(
-            path.parent, service_user, container=in_container(environ)
+            path.parent, service_user, container=runtime.in_container(environ)
         )
         raise ServerError(advice) from None
     except OSError as exc:
@@ -232,16 +232,6 @@ def missing_directory_advice(directory: Path, service_user: str | None, *, conta
         f"socket.path: the directory {directory} does not exist; create it owned by the "
         f"service user, so that it can remove the socket when it stops: 'install -d -o {owner} "
         f"-g postfix -m 0750 {directory}'"
-    )
-
-
-def in_container(environ: Mapping[str, str]) -> bool:
-    """Whether we run in a container (Docker, podman, Kubernetes), where advice differs."""
-    return (
-        Path("/.dockerenv").exists()
-        or Path("/run/.containerenv").exists()
-        or "container" in environ  # podman, systemd-nspawn
-        or "KUBERNETES_SERVICE_HOST" in environ
     )
 
 
