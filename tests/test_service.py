@@ -182,3 +182,32 @@ def test_a_publish_directory_that_does_not_exist_stops_the_start_in_one_line(
         "or directory; create it, writable by the server's user, or change publish.file"
     )
     assert not (short_dir / "s.sock").exists()
+
+
+def test_no_second_timestamp_when_stderr_is_the_journal(short_dir: Path) -> None:
+    """systemd stamps journal lines itself; $JOURNAL_STREAM (checked against stderr) says so."""
+    data = config_data()
+    data["server"] = {"user": current_user()}
+    data["socket"] = {"path": str(short_dir / "s.sock")}
+    config = write_config(short_dir / "c.toml", data)
+    lines = {}
+    for journal in (False, True):
+        read, write = os.pipe()
+        info = os.fstat(write)
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        if journal:
+            env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tempmail", "-c", str(config), "serve"], stderr=write, env=env
+        )
+        os.close(write)
+        with os.fdopen(read) as stderr:
+            while "listening on" not in (line := stderr.readline()):
+                assert line, "the server exited before listening"
+            lines[journal] = line
+            process.terminate()
+            assert process.wait(10) == 0
+            stderr.read()
+    assert lines[True] == f"INFO tempmail.server: listening on unix:{short_dir}/s.sock\n"
+    assert lines[False].endswith(f"Z {lines[True]}")
