@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tempmail import runtime, schemes
 from tempmail.errors import ConfigError
-from tempmail.netstring import HARD_LIMIT
 from tempmail.secret import (
     Permissions,
     Secret,
@@ -32,6 +31,7 @@ from tempmail.secret import (
     parse_secret_text,
     read_secret_file,
 )
+from tempmail.socketmap import MAX_REPLY_LENGTH
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -376,7 +376,7 @@ def _server(table: _Table) -> ServerSettings:
     settings = ServerSettings(
         map_name=map_name,
         max_query_length=table.integer(
-            "max_query_length", default.max_query_length, 64, HARD_LIMIT
+            "max_query_length", default.max_query_length, 64, MAX_REPLY_LENGTH
         ),
         idle_timeout=table.number("idle_timeout", default.idle_timeout, 0.1, 86400),
         max_connections=table.integer("max_connections", default.max_connections, 1, 1_000_000),

@@ -21,9 +21,6 @@ from typing import Final
 
 from tempmail.errors import ProtocolError
 
-#: Kept until config.py takes socketmap.MAX_REPLY_LENGTH (an uncommitted change there).
-HARD_LIMIT: Final = 100_000
-
 
 class Marker(enum.Enum):
     """Non-payload results of :meth:`NetstringDecoder.next_event`."""

@@ -25,7 +25,6 @@ from tempmail import socketmap
 from tempmail.netstring import (
     END,
     NEED_DATA,
-    NetstringDecoder,
     NetstringError,
     Oversized,
     Truncated,
@@ -66,7 +65,7 @@ class Session:
     def __init__(self, ref: HandlerRef) -> None:
         self._ref = ref
         # The limit is read when the connection opens; a reload applies to new connections.
-        self._decoder = NetstringDecoder(max_length=ref.handler.config.server.max_query_length)
+        self._decoder = socketmap.decoder(ref.handler.config.server.max_query_length)
 
     @property
     def buffered(self) -> int:
@@ -75,7 +74,7 @@ class Session:
 
     def discard(self) -> None:
         """Drop every buffered byte at once (the connection is closed without answers)."""
-        self._decoder = NetstringDecoder(max_length=self._decoder.max_length)
+        self._decoder = socketmap.decoder(self._decoder.max_length)
 
     def feed(self, data: bytes) -> None:
         """Buffer received bytes; ``b""`` marks the end of the stream."""
