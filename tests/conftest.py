@@ -1,36 +1,25 @@
 """Fixtures: a short directory for sockets and real servers on real sockets.
 
-The server runs in its own event-loop thread (an anyio blocking portal), so tests talk to it
-with ordinary blocking sockets, as Postfix would. Helpers that tests import are in helpers.py.
+Servers start through the repository's harness (harness/): in this process, in an event-loop
+thread of their own, so tests talk to them with ordinary blocking sockets, as Postfix would.
+Helpers that tests import are in helpers.py.
 """
 
 from __future__ import annotations
 
-import copy
 import grp
 import pwd
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio.from_thread
 import pytest
 
-from helpers import (
-    RunningServer,
-    StartServer,
-    config_data,
-    require_root,
-    require_tool,
-    write_config,
-)
-from tempmail import config as config_module
-from tempmail import listeners
-from tempmail.server import Server
+from harness import InProcessServers, RunningServer
+from helpers import StartServer, config_data, require_root, require_tool
 
 #: Fixtures of installed releases (the wheel in a fresh venv), for every test that needs one.
 pytest_plugins = ["installs"]
@@ -50,46 +39,17 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def start_server(short_dir: Path) -> Iterator[StartServer]:
-    """Start servers from config dicts; all are stopped at the end of the test."""
-    running: list[tuple[RunningServer, Any]] = []
-    with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:
+    """Start servers from config dicts (the test identity by default); all stop at the end.
 
-        def start(
-            data: dict[str, Any] | None = None,
-            *,
-            clock: Callable[[], float] | None = None,
-            monotonic: Callable[[], float] | None = None,
-            environ: dict[str, str] | None = None,
-            config_path: Path | None = None,
-        ) -> RunningServer:
-            """Serve ``data`` (written to a file of its own), or the file at ``config_path``."""
-            if config_path is None:
-                data = copy.deepcopy(data or config_data())
-                socket_table = data.setdefault("socket", {})
-                if socket_table.get("type", "unix") == "unix":
-                    socket_table.setdefault("path", str(short_dir / f"s{len(running)}.sock"))
-                else:
-                    socket_table.setdefault("port", 0)  # the kernel picks; the server reports it
-                config_path = write_config(short_dir / f"config{len(running)}.toml", data)
-            path = config_path
-            env = environ if environ is not None else {}
-            config = config_module.load(path, env)
-            bound = [listeners.bind(config.socket)]
-            kwargs: dict[str, Any] = {"loader": partial(config_module.load, path, env)}
-            if clock is not None:
-                kwargs["clock"] = clock
-            if monotonic is not None:
-                kwargs["monotonic"] = monotonic
-            server = Server(config, bound, **kwargs)
-            future, addresses = portal.start_task(partial(server.run, handle_signals=False))
-            handle = RunningServer(server, addresses[0], portal, path, config.server.map_name)
-            running.append((handle, future))
-            return handle
+    Keyword arguments are those of ``harness.InProcessServers.start``: ``config_path``,
+    ``clock``, ``monotonic``, ``environ``, ``bound``.
+    """
+    with InProcessServers(short_dir) as servers:
+
+        def start(data: dict[str, Any] | None = None, **options: Any) -> RunningServer:
+            return servers.start(data or config_data(), **options)
 
         yield start
-        for handle, future in running:
-            portal.call(handle.server.stop)
-            future.result(timeout=10)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +19,8 @@ from tempmail import generate, netstring, socketmap
 from tempmail.config import Identity, parse
 
 if TYPE_CHECKING:
-    from helpers import RunningServer
-
-#: The type of the ``start_server`` fixture (conftest.py).
-StartServer = Callable[..., "RunningServer"]
+    from harness import RunningServer
+    from tempmail.client import Client
 
 #: The fixed instant every hostile test runs at (a Friday noon, UTC).
 NOW = FakeClock().now
@@ -71,37 +68,11 @@ def today(now: float = NOW) -> dt.date:
     return dt.datetime.fromtimestamp(now, dt.UTC).date()
 
 
-def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    """Everything the server sends until it closes the connection (fails on timeout)."""
-    sock.settimeout(timeout)
-    chunks: list[bytes] = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def read_exactly(sock: socket.socket, size: int, timeout: float = 5.0) -> bytes:
-    """Exactly ``size`` bytes; fails if the server closes or stalls first."""
-    sock.settimeout(timeout)
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = sock.recv(min(remaining, 65536))
-        if not chunk:
-            got = b"".join(chunks)
-            raise AssertionError(f"connection closed after {len(got)} of {size} bytes: {got!r}")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def still_open(sock: socket.socket, ident: Identity) -> bool:
-    """Whether the server still answers on ``sock`` (a valid lookup must come back OK)."""
-    sock.sendall(request(addresses(ident)[0]))
+def still_open(client: Client, ident: Identity) -> bool:
+    """Whether the server still answers on ``client`` (a valid lookup must come back OK)."""
+    client.send_raw(request(addresses(ident)[0]))
     expected = ok(ident.recipient)
-    return read_exactly(sock, len(expected)) == expected
+    return client.read_exactly(len(expected)) == expected
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

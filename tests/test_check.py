@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from helpers import SECRET, RunningServer, StartServer, config_data, write_config
+from harness import RunningServer, write_config
+from helpers import SECRET, StartServer, config_data
 from postfix_dir import MAIL_OWNER, PostfixDir, make_postfix_dir, require_root
 from tempmail import cli, config, doctor, schemes
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RECIPIENT, SECRET, StartServer, config_data, serve_process, write_config
+from harness import ServerProcess, write_config
+from helpers import RECIPIENT, SECRET, StartServer, config_data
 from tempmail import __version__, cli, config, netstring, schemes
 
 
@@ -362,10 +363,6 @@ def test_init_needs_domain_and_recipient(
 # --- the real process ------------------------------------------------------------------------
 
 
-def start_serve(path: Path, *extra: str) -> subprocess.Popen[str]:
-    return serve_process(path, *extra)[0]
-
-
 def dev_config(short_dir: Path) -> Path:
     path = short_dir / "dev.toml"
     assert cli.main(["init", str(path), "--dev"]) == 0
@@ -375,8 +372,7 @@ def dev_config(short_dir: Path) -> Path:
 def test_serve_reload_and_stop(short_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`tempmail reload` makes a new secret take effect, SIGTERM stops fast with exit 0."""
     path = dev_config(short_dir)
-    process = start_serve(path)
-    try:
+    with ServerProcess(path) as server:
         text = path.read_text()
         old_secret = config.load(path, environ={}).identities[0].secrets[0].reveal().decode()
         path.write_text(text.replace(old_secret, "a brand new secret for the reload test"))
@@ -387,16 +383,10 @@ def test_serve_reload_and_stop(short_dir: Path, capsys: pytest.CaptureFixture[st
         new_address = run(capsys, "-c", str(path), "address")[1].split()[0]
         assert run(capsys, "-c", str(path), "query", new_address)[:2] == (0, "you@example.org\n")
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
+        assert server.stop(signal.SIGTERM, timeout=5) == 0
         assert time.monotonic() - started < 1.0
         assert not (short_dir / "tempmail.sock").exists()
-    finally:
-        process.kill()
-        process.wait()
-    assert process.stderr is not None
-    log = process.stderr.read()
-    process.stderr.close()
+    log = server.log
     assert "received SIGHUP: reloading the configuration" in log
     assert "configuration reloaded from" in log
     assert "received SIGTERM: shutting down" in log
@@ -405,23 +395,14 @@ def test_serve_reload_and_stop(short_dir: Path, capsys: pytest.CaptureFixture[st
 
 def test_serve_keeps_running_on_a_broken_reload(short_dir: Path) -> None:
     path = dev_config(short_dir)
-    process = start_serve(path)
-    try:
+    with ServerProcess(path) as server:
         path.write_text(
             path.read_text().replace("[identities.default]", "[identities.default]\nbogus = 1")
         )
-        process.send_signal(signal.SIGHUP)
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        while "reload failed" not in line:
-            line = process.stderr.readline()
+        server.signal(signal.SIGHUP)
+        line = server.wait_for("reload failed.*").group(0)
         assert "identities.default.bogus: unknown key" in line
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
+        assert server.stop(signal.SIGINT, timeout=5) == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

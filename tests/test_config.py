@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from helpers import IDENTITY, SECRET, StartServer, config_data, write_config
+from harness import write_config
+from helpers import IDENTITY, SECRET, StartServer, config_data
 from tempmail import cli, config, schemes
 from tempmail.errors import ConfigError
 from tempmail.secret import Permissions

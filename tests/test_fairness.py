@@ -7,37 +7,36 @@ share its interpreter (and its GIL) and the latencies are the server's own.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
-import signal
 import socket
 import statistics
-import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import RECIPIENT, config_data, serve_process, write_config
+from harness import Flood, ServerProcess, lookup_latencies, serving_config, write_config
+from helpers import RECIPIENT, config_data
 from tempmail import config as config_module
-from tempmail import generate, netstring, status
+from tempmail import generate, status
 from tempmail.client import Client
-from tempmail.socketmap import Status
 
 
 @dataclass
 class Served:
-    process: subprocess.Popen[str]
-    target: str
+    server: ServerProcess
     config: config_module.Config
     metrics_url: str
+
+    @property
+    def target(self) -> str:
+        return self.server.target
 
     def metric(self, name: str) -> float:
         """One sample of the server's metrics endpoint."""
@@ -54,7 +53,7 @@ class Served:
             return status.parse(client.query(status.STATUS_MAP, "x"))
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
@@ -62,100 +61,38 @@ class Served:
 
 @pytest.fixture
 def serve(short_dir: Path) -> Iterator[Any]:
-    """Start `tempmail serve` processes from config data; all are stopped at the end."""
+    """Start `tempmail serve` processes from config data; all are stopped at the end.
+
+    Not traced by coverage (``measured=False``): these tests assert the server's speed.
+    """
     started: list[Served] = []
+    with ExitStack() as stack:
 
-    def start(data: dict[str, Any]) -> Served:
-        user = _current_user()
-        data = {**data, "server": {"user": user, **data.get("server", {})}}
-        data["socket"] = {"path": str(short_dir / f"s{len(started)}.sock")}
-        data["metrics"] = {"enabled": True, "port": 0}
-        path = write_config(short_dir / f"c{len(started)}.toml", data)
-        process, log = serve_process(path)
-        metrics_url = next(
-            line.split("metrics on ")[1].strip() for line in log if "metrics on " in line
-        )
-        served = Served(
-            process, f"unix:{data['socket']['path']}", config_module.load(path, {}), metrics_url
-        )
-        started.append(served)
-        return served
+        def start(data: dict[str, Any]) -> Served:
+            name = f"s{len(started)}"
+            data = serving_config(data, short_dir, name, as_process=True)
+            data["metrics"] = {"enabled": True, "port": 0}
+            path = write_config(short_dir / f"{name}.toml", data)
+            server = ServerProcess(path, measured=False).start()
+            stack.callback(_stops_cleanly, server)
+            metrics_url = server.wait_for(r"metrics on (\S+)")[1]
+            started.append(Served(server, config_module.load(path, {}), metrics_url))
+            return started[-1]
 
-    yield start
-    for served in started:
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(10) == 0
-        assert served.process.stderr is not None
-        served.process.stderr.close()
+        yield start
 
 
-def _current_user() -> str:
-    import pwd  # noqa: PLC0415
-
-    return pwd.getpwuid(os.geteuid()).pw_name
+def _stops_cleanly(server: ServerProcess) -> None:
+    assert server.stop() == 0, server.log_tail()
 
 
 def measure_lookups(target: str, key: str, count: int) -> list[float]:
     """Latencies (seconds) of ``count`` sequential lookups of ``key`` on one connection."""
-    latencies = []
-    with Client(target, timeout=30) as client:
-        for _ in range(count):
-            started = time.perf_counter()
-            reply = client.query("tempmail", key)
-            latencies.append(time.perf_counter() - started)
-            assert reply.status is Status.OK
-            assert reply.data == RECIPIENT
-    return latencies
+    return lookup_latencies(target, key, RECIPIENT, count)
 
 
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
-
-
-class Flood:
-    """A client that pipelines ``key`` lookups without pause (and reads what comes back)."""
-
-    def __init__(self, target: str, keys: str | list[str]) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(target.removeprefix("unix:"))
-        keys = [keys] if isinstance(keys, str) else keys
-        requests = b"".join(netstring.encode(f"tempmail {key}".encode()) for key in keys)
-        self.batch = requests * (2000 // len(keys))
-        self.stop = threading.Event()
-        self.received = 0
-        self.threads = [
-            threading.Thread(target=self._send),
-            threading.Thread(target=self._read),
-        ]
-
-    def __enter__(self) -> Self:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.sock.shutdown(socket.SHUT_RDWR)
-        for thread in self.threads:
-            thread.join(10)
-        self.sock.close()
-
-    def _send(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.sock.sendall(self.batch)
-            except OSError:
-                return
-
-    def _read(self) -> None:
-        while not self.stop.is_set():
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.received += len(chunk)
 
 
 def test_a_pipelining_client_gets_turns_not_the_server(serve: Any) -> None:
@@ -165,15 +102,15 @@ def test_a_pipelining_client_gets_turns_not_the_server(serve: Any) -> None:
     identity = served.config.identities[0]
     valid = str(generate.current_addresses(identity, time.time())[0])
     quiet = measure_lookups(served.target, valid, 300)
-    with Flood(served.target, "Unknown-Key@Example.Org") as flood:
+    with Flood(served.target, ["Unknown-Key@Example.Org"]) as flood:
         time.sleep(0.5)
         busy = measure_lookups(served.target, valid, 300)
-    assert flood.received > 100_000  # the flood was served meanwhile, not starved
+    assert flood.replied > 100_000  # the flood was served meanwhile, not starved
     print(
         f"\nlookup latency, quiet: p50 {statistics.median(quiet) * 1e3:.2f} ms, "
         f"p99 {p99(quiet) * 1e3:.2f} ms; next to a pipelining flood: "
         f"p50 {statistics.median(busy) * 1e3:.2f} ms, p99 {p99(busy) * 1e3:.2f} ms, "
-        f"max {max(busy) * 1e3:.2f} ms; flood received {flood.received / 1e6:.1f} MB"
+        f"max {max(busy) * 1e3:.2f} ms; flood received {flood.replied / 1e6:.1f} MB"
     )
     assert statistics.median(busy) < 0.005
     assert p99(busy) < 0.025

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from helpers import SECRET, StartServer, at, config_data, write_config
+from harness import write_config
+from helpers import SECRET, StartServer, at, config_data
 from tempmail import cli, generate, schemes
 from tempmail.config import parse
 from tempmail.lookup import Resolver

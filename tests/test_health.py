@@ -5,24 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import (
-    RECIPIENT,
-    SECRET,
-    FakeClock,
-    StartServer,
-    config_data,
-    serve_process,
-    write_config,
-)
+from harness import ServerProcess, serving_config, write_config
+from helpers import RECIPIENT, SECRET, FakeClock, StartServer, config_data
 from tempmail import __version__, cli, config, netstring, schemes, status
 from tempmail.lookup import Resolver, Result
 from tempmail.socketmap import NOTFOUND
@@ -251,33 +242,17 @@ def test_self_test_against_a_server_without_status(
 # --- tempmail reload -----------------------------------------------------------------------------
 
 
-def start_serve(path: Path) -> subprocess.Popen[str]:
-    return serve_process(path)[0]
-
-
 @pytest.fixture
-def serving(short_dir: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+def serving(short_dir: Path) -> Iterator[tuple[Path, ServerProcess]]:
     """`tempmail serve` in a process of its own, with file watching off (only signals reload)."""
-    data = config_data()
-    data["server"] = {"user": _current_user(), "reload_on_change": False}
-    data["socket"] = {"path": str(short_dir / "s.sock")}
-    path = write_config(short_dir / "c.toml", data)
-    process = start_serve(path)
-    yield path, process
-    process.send_signal(signal.SIGTERM)
-    process.wait(5)
-    assert process.stderr is not None
-    process.stderr.close()
-
-
-def _current_user() -> str:
-    import pwd  # noqa: PLC0415
-
-    return pwd.getpwuid(os.geteuid()).pw_name
+    data = serving_config(config_data(), short_dir, "s", as_process=True)
+    data["server"]["reload_on_change"] = False
+    with ServerProcess(write_config(short_dir / "c.toml", data)) as server:
+        yield short_dir / "c.toml", server
 
 
 def test_reload_reports_success_with_the_new_generation(
-    serving: tuple[Path, subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
+    serving: tuple[Path, ServerProcess], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without --pid, the PID comes from the kernel (SO_PEERCRED) and must match the report."""
     path, _ = serving
@@ -289,7 +264,7 @@ def test_reload_reports_success_with_the_new_generation(
 
 
 def test_reload_reports_a_refused_configuration_with_exit_78(
-    serving: tuple[Path, subprocess.Popen[str]], capsys: pytest.CaptureFixture[str]
+    serving: tuple[Path, ServerProcess], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """systemctl reload must fail when the server refused the file (ExecReload=)."""
     path, process = serving

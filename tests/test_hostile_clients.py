@@ -18,25 +18,19 @@ import struct
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
-import anyio
-import anyio.from_thread
 import pytest
 
-from helpers import RECIPIENT, FakeClock, RunningServer, config_data, write_config
+from harness import RunningServer
+from helpers import RECIPIENT, FakeClock, StartServer, config_data
 from helpers_hostile import (
     NOTFOUND,
-    StartServer,
     addresses,
     baseline,
     identity,
     ok,
-    read_exactly,
-    read_until_closed,
     request,
     settled,
     task_count,
@@ -46,7 +40,6 @@ from tempmail import config as config_module
 from tempmail import listeners
 from tempmail.client import Client
 from tempmail.handler import Handler
-from tempmail.server import Server
 
 IDENT = identity()
 VALID = addresses(IDENT)[0]
@@ -162,8 +155,8 @@ def test_idle_and_slowloris_crowds_do_not_slow_down_well_behaved_clients(
     with contextlib.ExitStack() as stack:  # every socket is closed, even if the test fails
         hostile: list[tuple[socket.socket, float]] = []
         for _ in range(IDLE_CLIENTS + SLOW_CLIENTS):
-            sock = stack.enter_context(running.raw_socket())
-            hostile.append((sock, time.monotonic()))
+            client = stack.enter_context(running.connect())
+            hostile.append((client.socket, time.monotonic()))
         connected = time.monotonic()
         wait_until(lambda: running.server.open_connections == IDLE_CLIENTS + SLOW_CLIENTS)
         slowloris = _Slowloris([s for s, _ in hostile[IDLE_CLIENTS:]])
@@ -223,95 +216,88 @@ def test_clients_over_the_cap_wait_and_are_served_once_room_frees(
 
 def _over_the_cap(running: RunningServer, stack: contextlib.ExitStack, tasks: int) -> None:
     """Five clients fill the cap; 200 more wait, unaccepted; each is served as room frees."""
-    holders = [stack.enter_context(running.raw_socket()) for _ in range(5)]
+    holders = [stack.enter_context(running.connect()) for _ in range(5)]
     wait_until(lambda: running.server.open_connections == 5)
     cap_tasks = task_count(running)
     assert cap_tasks == tasks  # connections are transport callbacks, not tasks
 
     # 200 more clients connect (the kernel queues them) and send a lookup each.
-    excess = [stack.enter_context(running.raw_socket()) for _ in range(200)]
-    for sock in excess:
-        sock.sendall(request(VALID))
-    readable, _, _ = select.select(excess, [], [], 0.3)
+    excess = [stack.enter_context(running.connect()) for _ in range(200)]
+    for client in excess:
+        client.send_raw(request(VALID))
+    readable, _, _ = select.select([client.socket for client in excess], [], [], 0.3)
     assert readable == []  # nobody over the cap is answered ...
     assert running.server.open_connections == 5  # ... or even accepted: no memory, no task
     assert task_count(running) == cap_tasks
 
-    for sock in holders:
-        sock.close()
-    for sock in excess:  # accepted in arrival order as room frees up; each gets its answer
-        assert read_exactly(sock, len(ok(RECIPIENT))) == ok(RECIPIENT)
-        sock.close()
+    for client in holders:
+        client.close()
+    for client in excess:  # accepted in arrival order as room frees up; each gets its answer
+        assert client.read_exactly(len(ok(RECIPIENT))) == ok(RECIPIENT)
+        client.close()
 
 
 def test_idle_timeout_frees_a_full_server(start_server: StartServer) -> None:
     running = start_server(_server_data(max_connections=3, idle_timeout=0.5), clock=FakeClock())
     tasks, fds = baseline(running)
     with contextlib.ExitStack() as stack:
-        holders = [stack.enter_context(running.raw_socket()) for _ in range(3)]
+        holders = [stack.enter_context(running.connect()) for _ in range(3)]
         wait_until(lambda: running.server.open_connections == 3)
         start = time.monotonic()
         assert running.query(VALID).data == RECIPIENT  # waits for the idle holders' closing
         waited = time.monotonic() - start
         assert 0.4 < waited < 3.0
-        assert all(_closed_by_peer(sock) for sock in holders)
+        assert all(_closed_by_peer(client.socket) for client in holders)
     wait_until(settled(running, tasks, fds))
     assert running.server.stats.connections_idle_closed == 3
 
 
 def test_a_graceful_stop_answers_requests_already_sent(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
+    with running.connect() as client:
         wait_until(lambda: running.server.open_connections == 1)
-        sock.sendall(request(VALID) * 3)
+        client.send_raw(request(VALID) * 3)
         running.portal.call(running.server.stop)
-        assert read_until_closed(sock) == ok(RECIPIENT) * 3
+        assert client.read_to_end() == ok(RECIPIENT) * 3
 
 
 def test_a_graceful_stop_answers_requests_waiting_in_the_accept_queue(
     start_server: StartServer,
 ) -> None:
     running = start_server(_server_data(max_connections=1), clock=FakeClock())
-    with running.raw_socket() as holder, running.raw_socket() as waiting:
+    with running.connect() as holder, running.connect() as waiting:
         wait_until(lambda: running.server.open_connections == 1)  # the holder is served
-        waiting.sendall(request(VALID))  # queued by the kernel: the server is at its cap
-        holder.sendall(request(VALID))
+        waiting.send_raw(request(VALID))  # queued by the kernel: the server is at its cap
+        holder.send_raw(request(VALID))
         running.portal.call(running.server.stop)
-        assert read_until_closed(holder) == ok(RECIPIENT)
-        assert read_until_closed(waiting) == ok(RECIPIENT)
+        assert holder.read_to_end() == ok(RECIPIENT)
+        assert waiting.read_to_end() == ok(RECIPIENT)
 
 
 @pytest.fixture
-def two_listener_server(short_dir: Path) -> Iterator[tuple[Server, list[str], Future[None]]]:
+def two_listener_server(short_dir: Path, start_server: StartServer) -> RunningServer:
     """A server on two unix sockets (as with systemd socket activation), max_connections 1."""
-    data = _server_data(max_connections=1, idle_timeout=60)
-    path = write_config(short_dir / "two.toml", data)
-    config = config_module.load(path, {})
     bound = [listeners.bind(config_module.SocketSettings(path=short_dir / name)) for name in "ab"]
-    server = Server(config, bound, clock=FakeClock())
-    with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:
-        future, found = portal.start_task(partial(server.run, handle_signals=False))
-        yield server, found, future
-        portal.call(server.stop)
-        if not (future.done() and future.exception()):  # a crash already failed the test
-            future.result(timeout=10)
+    data = _server_data(max_connections=1, idle_timeout=60)
+    return start_server(data, bound=bound, clock=FakeClock())
 
 
 def test_a_server_with_two_listening_sockets_answers_on_both(
-    two_listener_server: tuple[Server, list[str], Future[None]],
+    two_listener_server: RunningServer,
 ) -> None:
-    server, targets, future = two_listener_server
-    for target in targets:
+    server = two_listener_server.server
+    for target in server.addresses:
         with Client(target, timeout=2) as client:
             assert client.query("tempmail", VALID).data == RECIPIENT
-    assert not future.done()
+    assert not two_listener_server.task.done()
     wait_until(lambda: server.open_connections == 0)
 
 
 def test_every_listener_keeps_accepting_after_the_cap_was_reached(
-    two_listener_server: tuple[Server, list[str], Future[None]],
+    two_listener_server: RunningServer,
 ) -> None:
-    server, (target_a, target_b), _ = two_listener_server
+    server = two_listener_server.server
+    target_a, target_b = server.addresses
     first = Client(target_a, timeout=2)
     assert first.query("tempmail", VALID).data == RECIPIENT  # the cap (1) is reached
     with Client(target_b, timeout=5) as second:
@@ -328,22 +314,22 @@ def test_every_listener_keeps_accepting_after_the_cap_was_reached(
 # --- clients that vanish --------------------------------------------------------------------
 
 
-def _fill(sock: socket.socket, data: bytes, limit: int = 64 << 20) -> int:
+def _fill(client: Client, data: bytes, limit: int = 64 << 20) -> int:
     """Send ``data`` repeatedly without blocking until the kernel refuses more; bytes sent."""
-    sock.setblocking(False)
+    client.socket.setblocking(False)
     sent = 0
     try:
         while sent < limit:
-            sent += sock.send(data)
+            sent += client.socket.send(data)
     except BlockingIOError:
         pass
     return sent
 
 
-def _reset(sock: socket.socket) -> None:
+def _reset(client: Client) -> None:
     """Close with SO_LINGER 0: TCP sends RST instead of FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
+    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
 
 
 MANY_REQUESTS = request(VALID) * 4000  # ~110 kB of requests, ~90 kB of replies
@@ -372,23 +358,23 @@ def test_vanishing_clients_leave_nothing_behind(
     running = start_server(data, clock=FakeClock())
     tasks, fds = baseline(running)
     for _ in range(20):
-        sock = running.raw_socket()
+        client = running.connect()
         action, _, moment = behaviour.partition("-")
         if moment == "mid-length":
-            sock.sendall(b"2")
+            client.send_raw(b"2")
         elif moment == "mid-request":
-            sock.sendall(request(VALID)[:12])
+            client.send_raw(request(VALID)[:12])
         elif moment == "mid-oversized":
-            sock.sendall(b"90000:tempmail " + b"x" * 30000)
+            client.send_raw(b"90000:tempmail " + b"x" * 30000)
         elif moment == "mid-reply":
-            _fill(sock, MANY_REQUESTS)
+            _fill(client, MANY_REQUESTS)
         elif moment == "write-then-close":
-            sock.sendall(request(VALID)[:5])
-            sock.shutdown(socket.SHUT_WR)
+            client.send_raw(request(VALID)[:5])
+            client.finish_sending()
         if action == "reset" and transport == "inet":
-            _reset(sock)
+            _reset(client)
         else:
-            sock.close()
+            client.close()
     stats = running.server.stats
     wait_until(lambda: stats.connections_total == 20, what="every connection to be accepted")
     wait_until(settled(running, tasks, fds), what=f"{behaviour} connections to be cleaned up")
@@ -400,8 +386,8 @@ def test_vanishing_clients_leave_nothing_behind(
 def test_a_client_that_never_reads_is_held_back_and_closed(start_server: StartServer) -> None:
     running = start_server(_server_data(idle_timeout=0.5), clock=FakeClock())
     tasks, fds = baseline(running)
-    with running.raw_socket() as sock:
-        sent = _fill(sock, MANY_REQUESTS)
+    with running.connect() as client:
+        sent = _fill(client, MANY_REQUESTS)
         # Backpressure: once the socket buffers are full the server stops reading, so the
         # client cannot push more than the kernel buffers hold (~260 kB here; limit 64 MB).
         print(f"\na never-reading client could send {sent} bytes before the kernel refused")
@@ -409,12 +395,8 @@ def test_a_client_that_never_reads_is_held_back_and_closed(start_server: StartSe
         stats = running.server.stats
         wait_until(lambda: stats.connections_idle_closed == 1, timeout=5)  # by the sweeper
         assert stats.lookups_ok > 0  # it was answered until it stopped reading
-        sock.setblocking(True)
-        sock.settimeout(5)
-        received = bytearray()
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                received += chunk
+        client.socket.settimeout(5)  # blocking again, as Client reads
+        received = client.read_to_end()  # ends at the close, or at the reset
     # What arrived is the start of the replies to what was sent (the last one may be cut
     # short by the close, which a client sees as an error, i.e. Postfix defers): no more.
     assert (ok(RECIPIENT) * (sent // len(request(VALID)))).startswith(received)
@@ -442,10 +424,10 @@ def test_a_client_that_never_reads_cannot_make_the_server_hold_much(
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        with running.raw_socket() as sock:
+        with running.connect() as client:
             # "1: ," is a well-formed request for map name "" and key "": 4 bytes in, a
             # PERM "unknown map name" reply of about 100 bytes out.
-            _fill(sock, b"1: ," * 16384)
+            _fill(client, b"1: ," * 16384)
             _settled_count(lambda: running.server.stats.lookups_perm)
             held = tracemalloc.get_traced_memory()[0] - baseline
     finally:
@@ -458,10 +440,10 @@ def test_many_short_lived_connections_leak_nothing(start_server: StartServer) ->
     running = start_server(clock=FakeClock())
     tasks, fds = baseline(running)
     for index in range(500):
-        with running.raw_socket() as sock:
-            sock.sendall(request(VALID if index % 2 else "x@example.org"))
+        with running.connect() as client:
+            client.send_raw(request(VALID if index % 2 else "x@example.org"))
             expected = ok(RECIPIENT) if index % 2 else NOTFOUND
-            assert read_exactly(sock, len(expected)) == expected
+            assert client.read_exactly(len(expected)) == expected
     wait_until(settled(running, tasks, fds))
     assert running.server.stats.connections_total == 500
 
@@ -479,11 +461,11 @@ def test_an_unexpected_error_closes_only_that_connection(
     monkeypatch.setattr(Handler, "answer", answer)
     running = start_server(clock=FakeClock())
     tasks, fds = baseline(running)
-    with running.connect() as bystander, running.raw_socket() as victim:
+    with running.connect() as bystander, running.connect() as victim:
         assert bystander.query("tempmail", VALID).data == RECIPIENT
-        victim.sendall(request("boom@example.org"))
-        victim.settimeout(5)
-        assert victim.recv(100) == b""  # closed, no reply
+        victim.send_raw(request("boom@example.org"))
+        victim.socket.settimeout(5)
+        assert victim.read_to_end() == b""  # closed, no reply
         assert bystander.query("tempmail", VALID).data == RECIPIENT
     wait_until(settled(running, tasks, fds))
     assert "unexpected error while serving a connection" in caplog.text

@@ -16,16 +16,13 @@ import socket
 
 import pytest
 
-from helpers import RECIPIENT, FakeClock, config_data
+from helpers import RECIPIENT, FakeClock, StartServer, config_data
 from helpers_hostile import (
     NOTFOUND,
-    StartServer,
     addresses,
     identity,
     ok,
     perm_malformed,
-    read_exactly,
-    read_until_closed,
     reply_wire,
     request,
     still_open,
@@ -179,18 +176,18 @@ def test_server_answers_malformed_with_perm_and_closes(
     start_server: StartServer, raw: bytes, error: type[NetstringError], message: str
 ) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(raw)
-        assert read_until_closed(sock) == perm_malformed(message)
+    with running.connect() as client:
+        client.send_raw(raw)
+        assert client.read_to_end() == perm_malformed(message)
     assert running.server.stats.protocol_errors == 1
     assert running.query(VALID).data == RECIPIENT  # and the server is fine
 
 
 def test_valid_request_then_garbage_in_one_write(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(request(VALID) + b"7:garbage;")
-        assert read_until_closed(sock) == ok(RECIPIENT) + perm_malformed(
+    with running.connect() as client:
+        client.send_raw(request(VALID) + b"7:garbage;")
+        assert client.read_to_end() == ok(RECIPIENT) + perm_malformed(
             "netstring of length 7 is not terminated by ','"
         )
 
@@ -256,11 +253,11 @@ def test_server_answers_odd_requests_and_stays_open(
     start_server: StartServer, raw: bytes, expected: str
 ) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(raw)
+    with running.connect() as client:
+        client.send_raw(raw)
         wire = reply_wire(expected)
-        assert read_exactly(sock, len(wire)) == wire
-        assert still_open(sock, IDENT)
+        assert client.read_exactly(len(wire)) == wire
+        assert still_open(client, IDENT)
     assert running.server.stats.protocol_errors == 0
 
 
@@ -270,13 +267,13 @@ def test_server_answers_odd_requests_and_stays_open(
 def test_request_split_into_one_byte_writes(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
     raw = request(VALID) + request("nobody@example.org")
-    with running.raw_socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
+    with running.connect() as client:
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024)
         for i in range(len(raw)):
-            sock.sendall(raw[i : i + 1])
+            client.send_raw(raw[i : i + 1])
         expected = ok(RECIPIENT) + NOTFOUND
-        assert read_exactly(sock, len(expected)) == expected
-        assert still_open(sock, IDENT)
+        assert client.read_exactly(len(expected)) == expected
+        assert still_open(client, IDENT)
 
 
 def test_many_requests_in_one_write_are_answered_in_order(start_server: StartServer) -> None:
@@ -285,10 +282,10 @@ def test_many_requests_in_one_write_are_answered_in_order(start_server: StartSer
     keys = [VALID, "x@example.org", yesterday, "example.org", VALID.upper()] * 400
     expected = {VALID: ok(RECIPIENT), yesterday: ok(RECIPIENT), VALID.upper(): ok(RECIPIENT)}
     wire = b"".join(expected.get(k, NOTFOUND) for k in keys)
-    with running.raw_socket() as sock:
-        sock.sendall(b"".join(request(k) for k in keys))  # 2000 requests, ~55 kB, one write
-        assert read_exactly(sock, len(wire)) == wire
-        assert still_open(sock, IDENT)
+    with running.connect() as client:
+        client.send_raw(b"".join(request(k) for k in keys))  # 2000 requests, ~55 kB, one write
+        assert client.read_exactly(len(wire)) == wire
+        assert still_open(client, IDENT)
     stats = running.server.stats
     assert (stats.lookups_ok, stats.lookups_notfound) == (1200 + 1, 800)
 
@@ -307,20 +304,20 @@ def test_many_requests_in_one_write_are_answered_in_order(start_server: StartSer
 )
 def test_eof_inside_a_request_closes_without_reply(start_server: StartServer, raw: bytes) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(request(VALID) + raw)
-        sock.shutdown(socket.SHUT_WR)
-        assert read_until_closed(sock) == ok(RECIPIENT)  # the complete request is answered
+    with running.connect() as client:
+        client.send_raw(request(VALID) + raw)
+        client.finish_sending()
+        assert client.read_to_end() == ok(RECIPIENT)  # the complete request is answered
     stats = running.server.stats
     assert (stats.protocol_errors, stats.lookups) == (0, 1)
 
 
 def test_eof_between_requests_closes_cleanly(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(request(VALID) + request(VALID))
-        sock.shutdown(socket.SHUT_WR)
-        assert read_until_closed(sock) == ok(RECIPIENT) * 2
+    with running.connect() as client:
+        client.send_raw(request(VALID) + request(VALID))
+        client.finish_sending()
+        assert client.read_to_end() == ok(RECIPIENT) * 2
 
 
 # --- the max query length ----------------------------------------------------------------
@@ -347,33 +344,33 @@ def test_keys_at_and_beyond_the_max_query_length(
     running = start_server(clock=FakeClock())
     raw = request(_padded(payload_length))
     assert raw.startswith(b"%d:" % payload_length)
-    with running.raw_socket() as sock:
-        sock.sendall(raw)
+    with running.connect() as client:
+        client.send_raw(raw)
         wire = reply_wire(expected)
-        assert read_exactly(sock, len(wire)) == wire
-        assert still_open(sock, IDENT)
+        assert client.read_exactly(len(wire)) == wire
+        assert still_open(client, IDENT)
     assert running.server.stats.oversized_queries == (payload_length > MAX_QUERY)
 
 
 def test_hard_limit_payload_is_skipped_and_answered(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(b"%d:tempmail " % MAX_REPLY_LENGTH)
+    with running.connect() as client:
+        client.send_raw(b"%d:tempmail " % MAX_REPLY_LENGTH)
         # The rest arrives in pieces, as a slow sender's would.
         body = b"x" * (MAX_REPLY_LENGTH - PREFIX)
         for start in range(0, len(body), 8192):
-            sock.sendall(body[start : start + 8192])
-        sock.sendall(b"," + request(VALID))
+            client.send_raw(body[start : start + 8192])
+        client.send_raw(b"," + request(VALID))
         expected = NOTFOUND + ok(RECIPIENT)
-        assert read_exactly(sock, len(expected)) == expected
+        assert client.read_exactly(len(expected)) == expected
     assert running.server.stats.oversized_queries == 1
 
 
 def test_hard_limit_plus_one_is_refused_before_the_payload(start_server: StartServer) -> None:
     running = start_server(clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(b"%d:" % (MAX_REPLY_LENGTH + 1))  # no payload needed for the refusal
-        assert read_until_closed(sock) == perm_malformed(
+    with running.connect() as client:
+        client.send_raw(b"%d:" % (MAX_REPLY_LENGTH + 1))  # no payload needed for the refusal
+        assert client.read_to_end() == perm_malformed(
             "netstring length 100001 exceeds the limit of 100000"
         )
 
@@ -382,10 +379,10 @@ def test_configured_max_query_length_is_used(start_server: StartServer) -> None:
     data = config_data()
     data["server"] = {"max_query_length": 64}
     running = start_server(data, clock=FakeClock())
-    with running.raw_socket() as sock:
-        sock.sendall(request(_padded(64)) + request(_padded(65)))
+    with running.connect() as client:
+        client.send_raw(request(_padded(64)) + request(_padded(65)))
         expected = ok(RECIPIENT) + NOTFOUND
-        assert read_exactly(sock, len(expected)) == expected
+        assert client.read_exactly(len(expected)) == expected
 
 
 # --- the decoder never buffers what it skips --------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import ServerProcess
 from helpers import as_user
 from installs import FreshInstall
 from tempmail import cli, config
@@ -121,16 +122,9 @@ def test_a_reload_after_the_switch_to_the_user_reads_the_new_config(
     config_path.write_text(  # in place: owner and mode stay
         text.replace('"/var/spool/postfix/tempmail/socket"', f'"{socket_path}"')
     )
-    process = subprocess.Popen(
-        [fresh_install.venv / "bin" / "tempmail", "-c", str(config_path), "serve"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=fresh_install.env,
-    )
-    assert process.stderr is not None
-    try:
-        wait_for_line(process, "listening on")
-        status = Path(f"/proc/{process.pid}/status").read_text()
+    command = [fresh_install.venv / "bin" / "tempmail"]
+    with ServerProcess(config_path, command=command, env=fresh_install.env) as server:
+        status = Path(f"/proc/{server.pid}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert uids.split()[1:] == [str(service_user.pw_uid)] * 4
         address = today(config_path)
@@ -138,23 +132,10 @@ def test_a_reload_after_the_switch_to_the_user_reads_the_new_config(
         config_path.write_text(
             config_path.read_text().replace("you@example.net", "new@example.net")
         )
-        process.send_signal(signal.SIGHUP)
-        wait_for_line(process, "configuration reloaded")
+        server.signal(signal.SIGHUP)
+        server.wait_for("configuration reloaded")
         assert lookup(socket_path, address) == (Status.OK, "new@example.net")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        process.kill()
-        process.wait()
-        process.stderr.close()
-
-
-def wait_for_line(process: subprocess.Popen[str], needle: str) -> None:
-    assert process.stderr is not None
-    seen: list[str] = []
-    while needle not in (line := process.stderr.readline()):
-        assert line, f"the server exited before logging {needle!r}:\n" + "".join(seen)
-        seen.append(line)
+        assert server.stop(timeout=5) == 0
 
 
 def today(config_path: Path) -> str:

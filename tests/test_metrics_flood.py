@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pwd
-import re
 import resource
 import signal
 import socket
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import SECRET, config_data, write_config
+from harness import ServerProcess, serving_config, write_config
+from helpers import SECRET, config_data
 from tempmail import schemes
 from tempmail.client import Client
 from tempmail.socketmap import Status
@@ -50,82 +46,41 @@ def today_key() -> str:
 
 @dataclass
 class Serving:
-    """A ``tempmail serve`` child process, its log lines as they arrive, and its addresses."""
+    """A ``tempmail serve`` child process and the port its metrics listener got."""
 
-    process: subprocess.Popen[str]
-    target: str
-    metrics_port: int = 0
-    lines: list[str] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
+    server: ServerProcess
+    metrics_port: int
 
-    def read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for_line(self, pattern: str, timeout: float = 10) -> re.Match[str]:
-        """The first log line matching ``pattern``; fails after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for line in self.lines:
-                    if found := re.search(pattern, line):
-                        return found
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no log line matches {pattern!r}:\n{self.log}"
-                self.changed.wait(remaining)
+    @property
+    def target(self) -> str:
+        return self.server.target
 
     @property
     def log(self) -> str:
-        with self.changed:
-            return "".join(self.lines)
+        return self.server.log
 
     def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.process.pid}/fd"))  # noqa: PTH208 - names only
+        return len(os.listdir(f"/proc/{self.server.pid}/fd"))  # noqa: PTH208 - names only
 
 
 @contextmanager
 def serve(short_dir: Path, open_files: int, **server: Any) -> Iterator[Serving]:
-    """Run ``tempmail serve`` with metrics on a port the kernel picks, at ``open_files``."""
-    data = config_data()
-    data["socket"] = {"path": str(short_dir / "tm.sock")}
+    """Run ``tempmail serve`` with metrics on a port the kernel picks, at ``open_files``.
+
+    Not traced by coverage (``measured=False``): the flood test asserts lookup latencies.
+    """
+    data = serving_config(config_data(), short_dir, "tm", as_process=True)
     data["metrics"] = {"enabled": True, "port": 0, "summary_interval": 0}
-    # As root (CI), the server refuses to start without server.user: name the current user.
-    data["server"] = {"user": pwd.getpwuid(os.geteuid()).pw_name, **server}
+    data["server"].update(server)
     path = write_config(short_dir / "config.toml", data)
-
-    def limit_open_files() -> None:  # in the child, before exec: only the server is limited
-        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(path), "serve"],
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=limit_open_files,  # noqa: PLW1509 - setrlimit only; the child execs at once
-    )
-    serving = Serving(process, f"unix:{short_dir / 'tm.sock'}")
-    reader = threading.Thread(target=serving.read_log, daemon=True)
-    reader.start()
-    try:
-        found = serving.wait_for_line(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
-        serving.metrics_port = int(found[1])
-        serving.wait_for_line("listening on")
-        yield serving
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        reader.join(timeout=5)
-        assert process.stderr is not None
-        process.stderr.close()
+    with ServerProcess(path, open_files=open_files, measured=False) as process:
+        found = process.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
+        yield Serving(process, int(found[1]))
 
 
-def stop(serving: Serving) -> int:
+def stop(serving: Serving) -> int | None:
     """SIGTERM; the exit status (fails if the server takes more than 5 s)."""
-    serving.process.send_signal(signal.SIGTERM)
-    return serving.process.wait(timeout=5)
+    return serving.server.stop(signal.SIGTERM, timeout=5)
 
 
 def scrape(port: int, timeout: float = 5) -> dict[str, float]:
@@ -255,7 +210,7 @@ def test_metrics_accept_survives_emfile(short_dir: Path) -> None:
         wait_until(lambda: serving.open_fds() >= EXHAUST_LIMIT)
         with socket.create_connection(("127.0.0.1", serving.metrics_port), timeout=15) as scraper:
             scraper.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
-            serving.wait_for_line("metrics: cannot accept a connection: Too many open files")
+            serving.server.wait_for("metrics: cannot accept a connection: Too many open files")
             lookup_clients.close()  # the server's descriptors come free
             response = b""
             while chunk := scraper.recv(65536):

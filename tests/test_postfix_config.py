@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from helpers import RECIPIENT, SECRET, StartServer, config_data, write_config
+from harness import write_config
+from helpers import RECIPIENT, SECRET, StartServer, config_data
 from postfix_dir import PostfixDir, make_postfix_dir
 from tempmail import cli, schemes
 

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import RECIPIENT, FakeClock, config_data
+from helpers import RECIPIENT, FakeClock, StartServer, config_data
 from helpers_hostile import (
     NOW,
-    StartServer,
     addresses,
     baseline,
     ok,
     parse_replies,
-    read_exactly,
     request,
     settled,
     wait_until,
@@ -251,21 +249,17 @@ def test_a_live_server_survives_random_clients(start_server: StartServer) -> Non
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(netstringish, st.booleans())
     def one_client(data: bytes, close_early: bool) -> None:
-        with running.raw_socket() as sock:
+        with running.connect() as client:
             if data:
-                sock.sendall(data)
+                client.send_raw(data)
             if not close_early:
-                sock.shutdown(1)
-                sock.settimeout(5)
-                received = b""
-                while chunk := sock.recv(65536):
-                    received += chunk
-                parse_replies(received)  # only whole, valid replies
+                client.finish_sending()
+                parse_replies(client.read_to_end())  # only whole, valid replies
         # Every other client is still answered, on an old connection and on a new one.
         assert canary.query("tempmail", valid).data == RECIPIENT
-        with running.raw_socket() as other:
-            other.sendall(request(valid))
-            assert read_exactly(other, len(ok(RECIPIENT))) == ok(RECIPIENT)
+        with running.connect() as other:
+            other.send_raw(request(valid))
+            assert other.read_exactly(len(ok(RECIPIENT))) == ok(RECIPIENT)
 
     one_client()
     canary.close()

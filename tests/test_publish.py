@@ -22,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used
 
+from harness import write_config
 from helpers import (
     IDENTITY,
     RECIPIENT,
@@ -31,7 +32,6 @@ from helpers import (
     at,
     config_data,
     require_tool,
-    write_config,
 )
 from tempmail import config, generate, publish, schemes, window
 from tempmail.config import PublishSettings

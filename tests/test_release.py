@@ -14,19 +14,17 @@ import json
 import os
 import pwd
 import re
-import selectors
-import signal
 import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from helpers import RECIPIENT, config_data, write_config
+from harness import ServerProcess, write_config
+from helpers import RECIPIENT, config_data
 from installs import (
     DISTRIBUTION,
     REPO,
@@ -170,11 +168,13 @@ def test_the_sdist_holds_what_a_packager_needs(artefacts: Artefacts) -> None:
         "src/tempmail/py.typed",
         "tests/conftest.py",
         "tests/helpers.py",
+        "harness/__init__.py",  # how the tests start servers
         *SDIST_UNIT_TESTS,
     }
     assert sorted(required - set(members)) == []
     top_level = {name.split("/", 1)[0] for name in members}
-    assert top_level <= required | {".gitignore", "docs", "packaging", "src", "tests"}, top_level
+    directories = {".gitignore", "docs", "harness", "packaging", "src", "tests"}
+    assert top_level <= required | directories, top_level
     unwanted = [
         name
         for name in members
@@ -278,15 +278,8 @@ def test_the_fresh_install_prints_the_documented_addresses(
     assert md5.stdout == "cad5b5f5@example.org\n"
 
 
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    config: Path
-    log: bytearray
-
-
 @pytest.fixture
-def served(fresh_install: FreshInstall, short_dir: Path) -> Iterator[Served]:
+def served(fresh_install: FreshInstall, short_dir: Path) -> Iterator[ServerProcess]:
     """`tempmail serve` of the fresh install on a unix socket; as root it drops to nobody."""
     # The server runs as nobody after the drop: everything it opens later must be reachable.
     short_dir.chmod(0o755)
@@ -299,39 +292,13 @@ def served(fresh_install: FreshInstall, short_dir: Path) -> Iterator[Served]:
         "socket": {"path": str(short_dir / "s.sock"), "mode": "0666"},
     }
     path = write_config(short_dir / "c.toml", data, mode=0o644)
-    process = subprocess.Popen(
-        [fresh_install.venv / "bin" / "tempmail", "-c", path, "serve"],
-        stderr=subprocess.PIPE,
-        env=fresh_install.env,
-    )
-    served = Served(process, path, bytearray())
-    try:
-        wait_for_log(served, b"listening on", timeout=20)
-        yield served
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def wait_for_log(served: Served, needle: bytes, timeout: float) -> None:
-    """Read the server's stderr until ``needle`` appears (raw reads: select sees all bytes)."""
-    assert served.process.stderr is not None
-    fd = served.process.stderr.fileno()
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while needle not in served.log:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {needle!r} within {timeout} s:\n{served.log.decode()}"
-            if selector.select(remaining):
-                chunk = os.read(fd, 65536)
-                assert chunk, f"the server exited before {needle!r}:\n{served.log.decode()}"
-                served.log += chunk
+    command = [fresh_install.venv / "bin" / "tempmail"]
+    with ServerProcess(path, command=command, env=fresh_install.env) as server:
+        yield server
 
 
 def test_the_fresh_install_answers_lookups_through_tempmail_serve(
-    fresh_install: FreshInstall, served: Served
+    fresh_install: FreshInstall, served: ServerProcess
 ) -> None:
     """Today's address resolves through the running server; a wrong one is NOTFOUND (exit 1)."""
     today = fresh_install.tempmail("-c", served.config, "address").stdout.splitlines()[0]
@@ -342,22 +309,20 @@ def test_the_fresh_install_answers_lookups_through_tempmail_serve(
     )
     assert (unknown.returncode, unknown.stdout) == (1, "")
     fresh_install.tempmail("-c", served.config, "query", "--self-test")
-    served.process.send_signal(signal.SIGTERM)
-    assert served.process.wait(timeout=5) == 0
+    assert served.stop(timeout=5) == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_serve_as_root_drops_to_the_configured_user(
-    fresh_install: FreshInstall, served: Served
+    fresh_install: FreshInstall, served: ServerProcess
 ) -> None:
     """Started as root, the server runs as nobody and still answers, from a readable install."""
-    status = Path(f"/proc/{served.process.pid}/status").read_text()
+    status = Path(f"/proc/{served.pid}/status").read_text()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1:] == ["65534"] * 4
-    wait_for_log(served, b"switched to user nobody", timeout=5)
+    served.wait_for("switched to user nobody", timeout=5)
     fresh_install.tempmail("-c", served.config, "query", "--self-test")
-    served.process.send_signal(signal.SIGTERM)
-    assert served.process.wait(timeout=5) == 0
+    assert served.stop(timeout=5) == 0
 
 
 def test_the_fresh_install_lives_where_an_unprivileged_user_can_run_it(

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from helpers import RECIPIENT, RunningServer, StartServer, config_data, write_config
+from harness import RunningServer, write_config
+from helpers import RECIPIENT, StartServer, config_data
 from tempmail import schemes, status
 from tempmail.client import Client
 from tempmail.server import NEEDS_RESTART

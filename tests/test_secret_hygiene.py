@@ -19,7 +19,6 @@ import os
 import pickle
 import pwd
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -30,9 +29,11 @@ from typing import Any
 
 import pytest
 
-from helpers import config_data, write_config
-from helpers_hostile import NOW, read_exactly, read_until_closed, request
+from harness import ServerProcess, write_config
+from helpers import config_data
+from helpers_hostile import NOW, request
 from tempmail import cli, config, generate, listeners, privileges, schemes
+from tempmail.client import Client
 from tempmail.config import SocketSettings
 from tempmail.errors import ConfigError
 from tempmail.handler import Handler
@@ -254,44 +255,19 @@ def test_migrate_errors_never_show_the_secret(
 # --- the running server: logs at debug level, reloads, crash output ---------------------------
 
 
-def _start(path: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(path), "serve", "--log-level", "debug"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    lines = []
-    while "listening on" not in (line := process.stderr.readline()):
-        lines.append(line)
-        assert line, "the server exited before listening:\n" + "".join(lines)
-    return process
-
-
-def _wait_for_log(process: subprocess.Popen[str], needle: str, seen: list[str]) -> None:
-    assert process.stderr is not None
-    while needle not in (line := process.stderr.readline()):
-        assert line, f"the server exited before logging {needle!r}:\n" + "".join(seen)
-        seen.append(line)
-    seen.append(line)
-
-
 @pytest.mark.timeout(60)
 def test_server_logs_never_show_the_secret(short_dir: Path) -> None:
     path = _config_file(short_dir)
     identity = config.load(path, environ={}).identities[0]
     valid = [str(a) for a in generate.current_addresses(identity, time.time())]
-    process = _start(path)
-    seen: list[str] = []
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(short_dir / "hygiene.sock"))
+    with ServerProcess(path, "--log-level", "debug") as server:
+        with Client(server.target) as client:
             for key in [*valid, valid[0].upper(), f"shop.{valid[0]}", "x@example.org", "\xff"]:
-                sock.sendall(request(key))
-            sock.sendall(request(b"k" * 600) + request("x@example.org", map_name=b"other"))
-            read_exactly(sock, 1)
-            sock.sendall(b"5:hello;")  # a protocol error
-            read_until_closed(sock)
+                client.send_raw(request(key))
+            client.send_raw(request(b"k" * 600) + request("x@example.org", map_name=b"other"))
+            client.read_exactly(1)
+            client.send_raw(b"5:hello;")  # a protocol error
+            client.read_to_end()
         secret_file = short_dir / "secret"
         secret_file.write_text(SECRET + "\n")
         secret_file.chmod(0o644)  # too open: the reload fails, and says why
@@ -299,27 +275,21 @@ def test_server_logs_never_show_the_secret(short_dir: Path) -> None:
         data["socket"] = {"path": str(short_dir / "hygiene.sock")}
         data["server"] = {"user": pwd.getpwuid(os.geteuid()).pw_name}
         write_config(path, data)
-        process.send_signal(signal.SIGHUP)
-        _wait_for_log(process, "reload failed", seen)
+        server.signal(signal.SIGHUP)
+        server.wait_for("reload failed")
         path.write_text(f'[identities.default]\nsecret = "{SECRET}')  # broken TOML
-        process.send_signal(signal.SIGHUP)
-        _wait_for_log(process, "reload failed", seen)
+        server.signal(signal.SIGHUP)
+        server.wait_for("reload failed", count=2)
         path.chmod(0o644)
         write_config(path, config_data(secret=SECRET), mode=0o644)  # inline secret, too open
-        process.send_signal(signal.SIGHUP)
-        _wait_for_log(process, "reload failed", seen)
+        server.signal(signal.SIGHUP)
+        server.wait_for("reload failed", count=3)
         secret_file.chmod(0o600)
         write_config(path, data)
-        process.send_signal(signal.SIGHUP)
-        _wait_for_log(process, "configuration reloaded", seen)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-        process.wait()
-    assert process.stderr is not None
-    log = "".join(seen) + process.stderr.read()
-    process.stderr.close()
+        server.signal(signal.SIGHUP)
+        server.wait_for("configuration reloaded")
+        assert server.stop() == 0
+    log = server.log
     assert "lookup key=" in log  # debug logging was on
     assert "protocol error" in log
     assert log.count("reload failed") == 3
@@ -362,9 +332,9 @@ def test_a_failing_connection_logs_no_secret(
     running = start_server(config_data(secret=SECRET))
     monkeypatch.setattr(Handler, "answer", answer)
     caplog.set_level(logging.DEBUG, logger="tempmail")
-    with running.raw_socket() as sock:
-        sock.sendall(request("anything@example.org"))
-        assert read_until_closed(sock) == b""
+    with running.connect() as sock:
+        sock.send_raw(request("anything@example.org"))
+        assert sock.read_to_end() == b""
     running.rewrite_config({"broken": True})
     assert running.reload() is False
     assert "unexpected error while serving a connection" in caplog.text
@@ -479,7 +449,7 @@ def test_a_config_without_an_inline_secret_may_be_world_readable(tmp_path: Path)
 
 def test_tcp_binds_loopback_by_default(tmp_path: Path) -> None:
     data = config_data()
-    data["socket"] = {"type": "inet", "port": _free_port()}
+    data["socket"] = {"type": "inet", "port": 0}  # the kernel picks a free one
     loaded = config.parse(data)
     assert loaded.socket.host == "127.0.0.1"
     bound = listeners.bind(loaded.socket)
@@ -556,14 +526,8 @@ def _forbidden(*args: object) -> None:
     raise AssertionError("must not change the user")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # --- timing: equal work for every wrong answer ------------------------------------------------
-# tools/timing.py measures the time (see docs/reliability.md); these count the expensive steps,
+# benchmarks/timing.py measures the time (see docs/reliability.md); these count the expensive steps,
 # which is deterministic: a lookup that does less work for some wrong keys is a timing leak.
 
 

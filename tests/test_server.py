@@ -15,7 +15,7 @@ import pytest
 
 from helpers import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
 from tempmail import config as config_module
-from tempmail import listeners, runtime, schemes
+from tempmail import listeners, runtime, schemes, socketmap
 from tempmail.errors import ServerError
 from tempmail.netstring import encode
 from tempmail.socketmap import Status
@@ -30,17 +30,7 @@ def today_key(day: dt.date | None = None, secret: str = SECRET) -> str:
 
 
 def request(key: str) -> bytes:
-    return encode(f"tempmail {key}".encode())
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return socketmap.encode_request("tempmail", key)
 
 
 @pytest.mark.parametrize("kind", ["unix", "inet"])
@@ -72,25 +62,25 @@ def test_pipelined_requests_are_answered_in_order(start_server: StartServer) -> 
     running = start_server()
     keys = [today_key() if i % 3 == 0 else f"n{i}@example.org" for i in range(300)]
     expected = b"".join(OK_REPLY if i % 3 == 0 else NOTFOUND for i in range(300))
-    with running.raw_socket() as sock:
-        sock.sendall(b"".join(request(k) for k in keys))
-        assert read_exactly(sock, len(expected)) == expected
+    with running.connect() as client:
+        client.send_raw(b"".join(request(k) for k in keys))
+        assert client.read_exactly(len(expected)) == expected
 
 
 def test_a_request_sent_byte_by_byte(start_server: StartServer) -> None:
     running = start_server()
-    with running.raw_socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with running.connect() as client:
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         for byte in request(today_key()):
-            sock.send(bytes([byte]))
-        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+            client.send_raw(bytes([byte]))
+        assert client.read_exactly(len(OK_REPLY)) == OK_REPLY
 
 
 def test_malformed_netstring_gets_perm_and_close(start_server: StartServer) -> None:
     running = start_server()
-    with running.raw_socket() as sock:
-        sock.sendall(b"12:tempmail abc;")
-        reply = read_exactly(sock, 1000)
+    with running.connect() as client:
+        client.send_raw(b"12:tempmail abc;")
+        reply = client.read_to_end()
     assert reply == encode(
         b"PERM malformed netstring: netstring of length 12 is not terminated by ','"
     )
@@ -101,11 +91,11 @@ def test_idle_connections_are_closed(start_server: StartServer) -> None:
     data = config_data()
     data["server"] = {"idle_timeout": 0.3}
     running = start_server(data)
-    with running.raw_socket() as sock:
-        sock.sendall(request(today_key()))
-        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+    with running.connect() as client:
+        client.send_raw(request(today_key()))
+        assert client.read_exactly(len(OK_REPLY)) == OK_REPLY
         started = time.monotonic()
-        assert sock.recv(10) == b""  # the server closed it
+        assert client.read_to_end() == b""  # the server closed it
         assert 0.2 < time.monotonic() - started < 2.0
     assert running.server.stats.connections_idle_closed == 1
 
@@ -115,18 +105,18 @@ def test_a_slow_partial_request_does_not_count_as_activity(start_server: StartSe
     data = config_data()
     data["server"] = {"idle_timeout": 0.4}
     running = start_server(data)
-    with running.raw_socket() as sock:
+    with running.connect() as client:
         started = time.monotonic()
         closed = False
         for byte in b"100:tempmail " + b"x" * 80:
             try:
-                sock.send(bytes([byte]))
+                client.send_raw(bytes([byte]))
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
             time.sleep(0.05)
         if not closed:
-            assert sock.recv(10) == b""
+            assert client.read_to_end() == b""
         assert time.monotonic() - started < 3.0
 
 
@@ -134,19 +124,19 @@ def test_connection_cap_makes_excess_clients_wait(start_server: StartServer) -> 
     data = config_data()
     data["server"] = {"max_connections": 2}
     running = start_server(data)
-    first, second = running.raw_socket(), running.raw_socket()
-    for sock in (first, second):
-        sock.sendall(request(today_key()))
-        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
-    third = running.raw_socket()  # accepted by the kernel's backlog, not yet by the server
-    third.sendall(request(today_key()))
-    third.settimeout(0.5)
+    first, second = running.connect(), running.connect()
+    for client in (first, second):
+        client.send_raw(request(today_key()))
+        assert client.read_exactly(len(OK_REPLY)) == OK_REPLY
+    third = running.connect()  # accepted by the kernel's backlog, not yet by the server
+    third.send_raw(request(today_key()))
+    third.socket.settimeout(0.5)
     with pytest.raises(TimeoutError):
-        third.recv(100)
+        third.read_exactly(1)
     assert running.server.open_connections == 2
     first.close()
-    third.settimeout(5)
-    assert read_exactly(third, len(OK_REPLY)) == OK_REPLY
+    third.socket.settimeout(5)
+    assert third.read_exactly(len(OK_REPLY)) == OK_REPLY
     second.close()
     third.close()
 
@@ -186,12 +176,12 @@ def test_reload_changes_secret_and_keeps_old_config_on_error(
 def test_stop_closes_idle_connections_and_removes_the_socket(start_server: StartServer) -> None:
     running = start_server()
     path = Path(running.target.removeprefix("unix:"))
-    with running.raw_socket() as idle:
-        idle.sendall(request(today_key()))
-        assert read_exactly(idle, len(OK_REPLY)) == OK_REPLY
+    with running.connect() as idle:
+        idle.send_raw(request(today_key()))
+        assert idle.read_exactly(len(OK_REPLY)) == OK_REPLY
         started = time.monotonic()
         running.portal.call(running.server.stop)
-        assert idle.recv(10) == b""
+        assert idle.read_to_end() == b""
         assert time.monotonic() - started < 1.0
     deadline = time.monotonic() + 2
     while path.exists() and time.monotonic() < deadline:
@@ -328,17 +318,17 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(start_server: StartSe
     data = config_data()
     data["server"] = {"max_connections": 2}
     running = start_server(data, monotonic=monotonic)
-    older, newer = running.raw_socket(), running.raw_socket()
-    for sock in (older, newer):
-        sock.sendall(request(today_key()))
-        assert read_exactly(sock, len(OK_REPLY)) == OK_REPLY
+    older, newer = running.connect(), running.connect()
+    for client in (older, newer):
+        client.send_raw(request(today_key()))
+        assert client.read_exactly(len(OK_REPLY)) == OK_REPLY
         monotonic.now += 0.5
     monotonic.now += 1.0  # both idle for at least EVICT_IDLE_AFTER (1 s)
     with running.connect() as third:
         assert third.query("tempmail", today_key()).data == RECIPIENT
-    assert older.recv(10) == b""  # the idlest was closed
-    newer.sendall(request(today_key()))
-    assert read_exactly(newer, len(OK_REPLY)) == OK_REPLY
+    assert older.read_to_end() == b""  # the idlest was closed
+    newer.send_raw(request(today_key()))
+    assert newer.read_exactly(len(OK_REPLY)) == OK_REPLY
     assert running.server.stats.connections_evicted == 1
     older.close()
     newer.close()
@@ -349,25 +339,25 @@ def test_recently_active_connections_are_not_evicted(start_server: StartServer) 
     data = config_data()
     data["server"] = {"max_connections": 1}
     running = start_server(data)
-    with running.raw_socket() as busy, running.raw_socket() as waiting:
-        busy.sendall(request(today_key()))
-        assert read_exactly(busy, len(OK_REPLY)) == OK_REPLY
-        waiting.sendall(request(today_key()))
-        waiting.settimeout(0.3)
+    with running.connect() as busy, running.connect() as waiting:
+        busy.send_raw(request(today_key()))
+        assert busy.read_exactly(len(OK_REPLY)) == OK_REPLY
+        waiting.send_raw(request(today_key()))
+        waiting.socket.settimeout(0.3)
         with pytest.raises(TimeoutError):
-            waiting.recv(100)
+            waiting.read_exactly(1)
         assert running.server.stats.connections_evicted == 0
 
 
 def test_stop_does_not_wait_for_a_half_sent_request(start_server: StartServer) -> None:
     """A partial request cannot be answered: at shutdown it is dropped, not waited for."""
     running = start_server()
-    with running.raw_socket() as dribbler:
-        dribbler.sendall(b"40:tempmail abc")
+    with running.connect() as dribbler:
+        dribbler.send_raw(b"40:tempmail abc")
         time.sleep(0.05)
         started = time.monotonic()
         running.portal.call(running.server.stop)
-        assert dribbler.recv(10) == b""
+        assert dribbler.read_to_end() == b""
         assert time.monotonic() - started < 1.0
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config_data, require_tool, write_config
+from harness import ServerProcess, write_config
+from helpers import config_data, require_tool
 from tempmail import listeners, service
 from tempmail.errors import ConfigError, ServerError
 
@@ -144,22 +145,8 @@ def test_serve_warns_when_postfix_could_not_connect(short_dir: Path) -> None:
     data["server"] = {"user": current_user()}
     data["socket"] = {"path": str(short_dir / "s.sock"), "mode": "0660"}
     config = write_config(short_dir / "c.toml", data)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tempmail", "-c", str(config), "serve"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    try:
-        lines: list[str] = []
-        while "listening on" not in (line := process.stderr.readline()):
-            assert line, "".join(lines)
-            lines.append(line)
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stderr.close()
-    warning = next(line for line in lines if "Postfix cannot connect" in line)
+    with ServerProcess(config) as server:
+        warning = server.wait_for("Postfix cannot connect.*").string
     assert warning.split(" WARNING tempmail.service: ")[1] == (
         f"Postfix cannot connect to the socket: postfix may not write to {short_dir}/s.sock "
         f'(mode 0660, owner {current_user()}:root); set [socket] group = "postfix" and mode '

@@ -7,14 +7,13 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import RECIPIENT, SECRET, config_data, write_config
+from harness import PYTHON_M_TEMPMAIL, ServerProcess, write_config
+from helpers import RECIPIENT, SECRET, config_data
 from tempmail import schemes
 from tempmail.client import Client
 from tempmail.systemd import Notifier
@@ -80,35 +79,22 @@ def dev_config(short_dir: Path) -> Path:
     return write_config(short_dir / "c.toml", data)
 
 
-def serve(config: Path, env: dict[str, str], **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-        [sys.executable, "-m", "tempmail", "-c", str(config), "serve"],
-        env={**os.environ, **env},
-        stderr=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
 def test_readiness_reload_and_stop_notifications(
     short_dir: Path, notify_socket: tuple[str, socket.socket]
 ) -> None:
     """Type=notify: READY=1 once listening, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1."""
     path, sock = notify_socket
-    process = serve(dev_config(short_dir), {"NOTIFY_SOCKET": path})
-    try:
+    with ServerProcess(dev_config(short_dir), env={**os.environ, "NOTIFY_SOCKET": path}) as server:
         (ready,) = messages(sock, 1)
         assert ready == f"READY=1\nSTATUS=serving on unix:{short_dir / 'configured.sock'}"
         assert (short_dir / "configured.sock").exists()  # ready means the socket answers
-        process.send_signal(signal.SIGHUP)
+        server.signal(signal.SIGHUP)
         reloading, ready_again = messages(sock, 2)
         assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
         assert ready_again.startswith("READY=1\n")
-        process.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         assert messages(sock, 1) == ["STOPPING=1"]
-        assert process.wait(timeout=5) == 0
-    finally:
-        process.kill()
-        process.wait()
+        assert server.wait(timeout=5) == 0
 
 
 def test_socket_activation(short_dir: Path) -> None:
@@ -121,43 +107,17 @@ def test_socket_activation(short_dir: Path) -> None:
     # What systemd does: the socket becomes fd 3 and LISTEN_PID is the service's own pid
     # (exec keeps the pid of the shell that sets it).
     wrapper = f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
-    process = subprocess.Popen(
-        [
-            "bash",
-            "-c",
-            wrapper,
-            "bash",
-            sys.executable,
-            "-m",
-            "tempmail",
-            "-c",
-            str(dev_config(short_dir)),
-            "serve",
-        ],
-        pass_fds=(fd,),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    listener.close()
-    try:
-        assert process.stderr is not None
-        log = ""
-        while "listening on" not in log:
-            line = process.stderr.readline()
-            assert line, log
-            log += line
-        assert "using 1 socket(s) from systemd" in log
-        assert f"listening on unix:{activated} (from systemd)" in log
+    command = ["bash", "-c", wrapper, "bash", *PYTHON_M_TEMPMAIL]
+    server = ServerProcess(dev_config(short_dir), command=command, pass_fds=(fd,))
+    with server:
+        listener.close()
+        assert "using 1 socket(s) from systemd" in server.log
+        assert server.addresses == [f"unix:{activated}"]
+        assert f"listening on unix:{activated} (from systemd)" in server.log
         day = dt.datetime.now(dt.UTC).date()
         key = f"{schemes.code(schemes.HMAC, day, SECRET.encode(), 8)}@example.org"
-        with Client(f"unix:{activated}") as client:
+        with Client(server.target) as client:
             assert client.query("tempmail", key).data == RECIPIENT
         assert not (short_dir / "configured.sock").exists()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
+        assert server.stop(timeout=5) == 0
         assert activated.exists(), "systemd owns the socket file; the service must not remove it"
-    finally:
-        process.kill()
-        process.wait()
-        if process.stderr is not None:
-            process.stderr.close()

@@ -35,10 +35,10 @@ class Client:
     Besides queries, it reads what a test of the protocol needs: the exact bytes the server
     sent (:meth:`read_exactly`, :meth:`read_to_end`) after arbitrary bytes went out
     (:meth:`send_raw`), and half-closes (:meth:`finish_sending`). Every read waits at most
-    ``timeout`` seconds.
+    ``timeout`` seconds (None: as long as it takes).
     """
 
-    def __init__(self, target: str, timeout: float = 5.0) -> None:
+    def __init__(self, target: str, timeout: float | None = 5.0) -> None:
         family, address = parse_target(target)
         if isinstance(address, tuple):
             self._sock = socket.create_connection(address, timeout=timeout)
