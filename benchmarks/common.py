@@ -1,7 +1,7 @@
 """Shared plumbing for the benchmarks: configs, key files, processes, /proc readings, smload.
 
-Nothing here imports tempmail: the servers run as separate processes and the valid addresses
-come from ``tempmail address``. (extras.py imports it to time the table builds in process.)
+The servers run as separate processes, started by the repository's harness (the C floor and
+smload by :class:`Process`); the valid addresses come from ``tempmail address``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Self
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol, Self
+
+from harness import ServerProcess, serving_config
+from harness import write_config as write_config_file
+from tempmail.client import Client
+from tempmail.errors import ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -45,29 +50,23 @@ SECRET: Final = "a long benchmark secret value 0123456789"  # noqa: S105 - test 
 INVALID_TEMPLATE: Final = "Nx-{}@Example.org"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
-CONFIG_TEMPLATE: Final = """\
-# Written by benchmarks/common.py: a realistic one-identity config (hmac, md5 accepted).
-[server]
-user = "{user}"
-max_connections = 2000
-idle_timeout = 60.0
-log_level = "info"
-
-[socket]
-type = "unix"
-path = "{socket}"
-mode = "0660"
-
-[identities.default]
-domain = "{domain}"
-recipient = "{recipient}"
-secret = "{secret}"
-scheme = "hmac"
-accept = ["hmac", "md5"]
-length = 8
-window = 2
-timezone = "UTC"
-"""
+#: A realistic one-identity config (hmac, md5 accepted); the socket is filled in per server.
+CONFIG: Final[dict[str, Any]] = {
+    "server": {"max_connections": 2000, "idle_timeout": 60.0, "log_level": "info"},
+    "socket": {"mode": "0660"},
+    "identities": {
+        "default": {
+            "domain": DOMAIN,
+            "recipient": RECIPIENT,
+            "secret": SECRET,
+            "scheme": "hmac",
+            "accept": ["hmac", "md5"],
+            "length": 8,
+            "window": 2,
+            "timezone": "UTC",
+        }
+    },
+}
 
 
 class BenchError(RuntimeError):
@@ -79,24 +78,8 @@ class BenchError(RuntimeError):
 
 def write_config(directory: Path, name: str) -> Path:
     """A 0600 config (it holds an inline secret) whose socket is ``directory/name.sock``."""
-    path = directory / f"{name}.toml"
-    user = "root" if os.geteuid() == 0 else _current_user()
-    text = CONFIG_TEMPLATE.format(
-        user=user,
-        socket=directory / f"{name}.sock",
-        domain=DOMAIN,
-        recipient=RECIPIENT,
-        secret=SECRET,
-    )
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-def _current_user() -> str:
-    import pwd  # noqa: PLC0415 - only needed when not root
-
-    return pwd.getpwuid(os.geteuid()).pw_name
+    data = serving_config(CONFIG, directory, name, as_process=True)
+    return write_config_file(directory / f"{name}.toml", data)
 
 
 def socket_of(config: Path) -> Path:
@@ -205,8 +188,38 @@ def machine_info() -> dict[str, Any]:
 # --- processes ------------------------------------------------------------------------------
 
 
+class Child(Protocol):
+    """What the benchmarks do with a server process: a :class:`Process` or a ServerProcess."""
+
+    @property
+    def pid(self) -> int:
+        """The process id (started)."""
+        ...
+
+    def alive(self) -> bool:
+        """Whether it still runs."""
+        ...
+
+    def signal(self, signum: int) -> None:
+        """Send a signal if it still runs."""
+        ...
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines it logged (for error messages)."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 class Process:
-    """A child process that is always terminated, by pid, when the context ends."""
+    """A child process (the floor server, smload), terminated by pid when the context ends."""
 
     def __init__(
         self,
@@ -215,8 +228,10 @@ class Process:
         *,
         stdout_path: Path | None = None,
         env: dict[str, str] | None = None,
+        ready_socket: Path | None = None,
     ) -> None:
         self.argv = list(argv)
+        self._ready_socket = ready_socket  # entering waits until this unix socket accepts
         self.log_path = log_path
         self.stdout_path = stdout_path  # None: stdout goes to the log with stderr
         self._env = env
@@ -243,6 +258,8 @@ class Process:
             env=self._env,
             start_new_session=True,
         )
+        if self._ready_socket is not None:
+            wait_for_socket(self._ready_socket, self)
         return self
 
     def __exit__(
@@ -346,23 +363,7 @@ SERVERS: Final = {
 }
 
 
-def server_argv(name: str, config: Path, floor: Path, python: str = PYTHON) -> list[str]:
-    """How to start the server ``name`` on the socket of ``config`` with interpreter ``python``."""
-    if name == "floor":
-        reply = f"OK {RECIPIENT}"  # same length as tempmail's OK reply
-        return [str(floor), "-l", f"unix:{socket_of(config)}", "-r", reply]
-    if name == "tempmail":
-        command = [TEMPMAIL] if python == PYTHON else [python, "-m", "tempmail"]
-        return [*command, "--config", str(config), "serve"]
-    impl, _, loop = name.partition("-")
-    if name in ("asyncio", "uvloop"):
-        impl, loop = "server", name
-    # Other names: experiments/serve.py IMPL[-LOOP], e.g. "protocol-uvloop", "server".
-    argv = [python, str(EXPERIMENT_SERVER), "--config", str(config)]
-    return [*argv, "--impl", impl, "--loop", loop or "asyncio"]
-
-
-def server_process(
+def server_process(  # noqa: PLR0913 - what differs between the servers of a run
     name: str,
     config: Path,
     floor: Path,
@@ -370,16 +371,32 @@ def server_process(
     python: str = PYTHON,
     *,
     extra: Sequence[str] = (),
-) -> Process:
-    """The server ``name`` as a :class:`Process` (not started yet: use ``with``).
+) -> Child:
+    """The server ``name`` on the socket of ``config`` (not started yet: use ``with``).
 
-    Another interpreter (``--python``, e.g. a 3.12 venv with anyio and uvloop) imports tempmail
-    from this checkout's src/ through PYTHONPATH: nothing is installed into it.
+    Every tempmail server starts through the harness and is ready once it logs that it
+    listens; the floor is a C program, ready once its socket accepts. Another
+    interpreter (``--python``, e.g. a 3.12 venv with anyio and uvloop) imports tempmail from
+    this checkout's src/ through PYTHONPATH: nothing is installed into it.
     """
+    if name == "floor":
+        reply = f"OK {RECIPIENT}"  # same length as tempmail's OK reply
+        argv = [str(floor), "-l", f"unix:{socket_of(config)}", "-r", reply]
+        return Process(argv, log, ready_socket=socket_of(config))
     env = None
-    if python != PYTHON and name != "floor":
+    if python != PYTHON:
         env = {**os.environ, "PYTHONPATH": str(REPO_DIR / "src")}
-    return Process([*server_argv(name, config, floor, python), *extra], log, env=env)
+    if name == "tempmail":
+        command = [TEMPMAIL] if python == PYTHON else [python, "-m", "tempmail"]
+    else:  # experiments/serve.py IMPL[-LOOP], e.g. "protocol-uvloop"; "asyncio": Server on it
+        impl, _, loop = name.partition("-")
+        if name in ("asyncio", "uvloop"):
+            impl, loop = "server", name
+        command = [python, str(EXPERIMENT_SERVER), "--impl", impl, "--loop", loop or "asyncio"]
+    # Speed is what is measured: never traced by coverage; a Ctrl-C reaches only this process.
+    return ServerProcess(
+        config, *extra, command=command, env=env, measured=False, new_session=True, log_path=log
+    )
 
 
 def python_version(python: str) -> str:
@@ -498,17 +515,6 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def read_reply(sock: socket.socket) -> bytes:
-    """Read one short reply netstring (ours fit in one read; a partial one is completed)."""
-    data = b""
-    while not data.endswith(b","):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise BenchError("the server closed a connection without replying")
-        data += chunk
-    return data
-
-
 # --- latency probe --------------------------------------------------------------------------
 
 
@@ -522,8 +528,7 @@ class LatencyProbe:
     """
 
     def __init__(self, sock_path: Path, key: str, interval: float = 0.002) -> None:
-        payload = f"{MAP_NAME} {key}".encode()
-        self._request = b"%d:%b," % (len(payload), payload)
+        self._key = key
         self._sock_path = sock_path
         self._interval = interval
         self._stop = threading.Event()
@@ -541,16 +546,13 @@ class LatencyProbe:
 
     def _run(self) -> None:
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(str(self._sock_path))
+            with Client(f"unix:{self._sock_path}", timeout=10) as client:
                 while not self._stop.is_set():
                     start = time.monotonic()
-                    sock.sendall(self._request)
-                    read_reply(sock)
+                    client.query(MAP_NAME, self._key)
                     self.samples.append((start, time.monotonic() - start))
                     self._stop.wait(self._interval)
-        except (OSError, BenchError) as exc:
+        except (OSError, ProtocolError) as exc:
             self.error = exc
 
     def around(

@@ -2,7 +2,7 @@
 
 Run by benchmarks/run.py (unless --skip-extras); on its own:
 
-    .venv/bin/python benchmarks/extras.py [--smload PATH | --shared-bench DIR]
+    .venv/bin/python -m benchmarks.extras [--smload PATH | --shared-bench DIR]
 
 * startup: wall time of the whole ``tempmail --config FILE address`` process (median of N),
   next to a bare ``python -c pass`` of the same interpreter, plus the slowest imports;
@@ -27,7 +27,6 @@ import json
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import common
+from benchmarks import common
+from tempmail import config as config_module
+from tempmail import generate, socketmap
+from tempmail.client import Client
+from tempmail.handler import Handler
+from tempmail.lookup import AddressTable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -134,11 +138,6 @@ def slowest_imports(command: Sequence[str], top: int = 8) -> list[dict[str, Any]
 # --- memory ---------------------------------------------------------------------------------
 
 
-def _request(key: str) -> bytes:
-    payload = f"{common.MAP_NAME} {key}".encode()
-    return b"%d:%b," % (len(payload), payload)
-
-
 def measure_memory(work: Path, config: Path, conns: int, python: str) -> dict[str, Any]:
     """RSS of a fresh ``tempmail serve``: idle, with ``conns`` open connections, and after."""
     sock_path = common.socket_of(config)
@@ -146,19 +145,15 @@ def measure_memory(work: Path, config: Path, conns: int, python: str) -> dict[st
     result: dict[str, Any] = {"connections": conns}
     process = common.server_process("tempmail", config, Path(), work / "memory-server.log", python)
     with process as server:
-        common.wait_for_socket(sock_path, server)
         time.sleep(1.0)
         result["idle_kb"] = common.rss_kb(server.pid)
-        clients: list[socket.socket] = []
+        clients: list[Client] = []
         try:
             for _ in range(conns):
-                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                clients.append(client)
-                client.settimeout(10)
-                client.connect(str(sock_path))
-                client.sendall(_request(key))
+                clients.append(Client(f"unix:{sock_path}", timeout=10))
+                clients[-1].send_raw(socketmap.encode_request(common.MAP_NAME, key))
             for client in clients:  # every connection served one lookup: a real Postfix one
-                common.read_reply(client)
+                client.read_reply()
             time.sleep(1.0)
             result["open_kb"] = common.rss_kb(server.pid)
         finally:
@@ -190,10 +185,6 @@ timezone = "Europe/Berlin"
 
 def measure_table_build(work: Path, config: Path, repeat: int = 300) -> dict[str, Any]:
     """What midnight (AddressTable) and a reload (config.load + Handler) cost, in process."""
-    from tempmail import config as config_module  # noqa: PLC0415 - the code under test
-    from tempmail.handler import Handler  # noqa: PLC0415
-    from tempmail.lookup import AddressTable  # noqa: PLC0415
-
     big = work / "big.toml"
     head = config.read_text(encoding="utf-8").split("[identities.default]")[0]
     big.write_text(head + "".join(_BIG_IDENTITY.format(n=n) for n in range(20)), "utf-8")
@@ -226,14 +217,13 @@ def _time_us(action: Callable[[], object], repeat: int) -> dict[str, float]:
 def measure_reload(
     work: Path, config: Path, smload: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """smload plus the latency probe, with and without a SIGHUP every interval, at 1 and 16."""
+    """Smload plus the latency probe, with and without a SIGHUP every interval, at 1 and 16."""
     sock_path = common.socket_of(config)
     codes = common.current_codes(config)
     keys, _ = common.write_keys(work, codes, "reload-keys")
     log = work / "reload-server.log"
     result: dict[str, Any] = {"interval_s": args.reload_interval, "window_s": RELOAD_WINDOW}
     with common.server_process("tempmail", config, Path(), log, args.python) as server:
-        common.wait_for_socket(sock_path, server)
         for conns in (1, 16):
             load = common.Load(conns, warmup=0.5, duration=args.reload_seconds)
             argv = load.argv(smload, sock_path, keys, expect=True)
@@ -294,7 +284,7 @@ def _at(instant: float) -> Schedule:
     return schedule
 
 
-def _run_with_probe(
+def _run_with_probe(  # noqa: PLR0913 - the load, the probe and the schedule, by keyword
     argv: Sequence[str],
     load: common.Load,
     *,
@@ -342,7 +332,6 @@ def measure_loop_lag(
             "uvloop", config, Path(), log, args.python, extra=["--lag-monitor", *extra]
         )
         with process as server:
-            common.wait_for_socket(sock_path, server)
             hup = functools.partial(server.signal, signal.SIGHUP) if n else None
             out = work / f"lag-{n}.json"
             argv = load.argv(smload, sock_path, keys, expect=True)
@@ -388,11 +377,7 @@ def _reload_durations(log_text: str) -> list[float]:
 def measure_rollover(
     work: Path, smload: Path, seconds: float, python: str, reps: int = 3
 ) -> dict[str, Any]:
-    """smload and the probe over a shifted-clock midnight, next to unshifted runs (16 conns)."""
-    from tempmail import config as config_module  # noqa: PLC0415 - code under test
-    from tempmail import generate  # noqa: PLC0415
-    from tempmail.client import Client  # noqa: PLC0415
-
+    """Smload and the probe over a shifted-clock midnight, next to unshifted runs (16 conns)."""
     config = common.write_config(work, "rollover")
     identity = config_module.load(config).identities[0]
     sock_path = common.socket_of(config)
@@ -414,8 +399,7 @@ def measure_rollover(
             shift = ["--midnight-at", f"{midnight_at:.3f}"] if mode == "midnight" else []
             log = work / f"{label}-server.log"
             process = common.server_process("uvloop", config, Path(), log, python, extra=shift)
-            with process as server:
-                common.wait_for_socket(sock_path, server)
+            with process:
                 instant = midnight_at - time.time() + time.monotonic()
                 run = _run_with_probe(
                     load.argv(smload, sock_path, keys, expect=True),
@@ -615,7 +599,8 @@ def _render_rollover(r: dict[str, Any]) -> list[str]:
 
 
 def main() -> int:
-    import run as run_module  # noqa: PLC0415 - shares run.py's options and tool building
+    """Run only the extra measurements, with run.py's options."""
+    from benchmarks import run as run_module  # noqa: PLC0415 - run.py imports this module
 
     return run_module.main([*sys.argv[1:], "--skip-throughput"])
 

@@ -1,6 +1,6 @@
 """Profile a server under smload with py-spy and summarise where its CPU time goes.
 
-    .venv/bin/python benchmarks/profile_server.py --py-spy PATH [--scenario c16] [--server tempmail]
+    .venv/bin/python -m benchmarks.profile_server --py-spy PATH [--scenario c16] [--server tempmail]
                                            [--smload PATH | --shared-bench DIR] [--native]
 
 py-spy is not a project dependency: install it anywhere (``pip install py-spy`` in a scratch
@@ -13,7 +13,7 @@ server's CPU time, not of wall time. Caveat, measured with a calibration loop: p
 (blocking) sampling over-weights lines that make a syscall by up to ~2x; read the ranking, and
 take absolute costs from the experiments and run.py's CPU µs per lookup.
 
-    .venv/bin/python benchmarks/profile_server.py --syscalls [--servers tempmail,protocol-uvloop]
+    .venv/bin/python -m benchmarks.profile_server --syscalls [--servers tempmail,protocol-uvloop]
 
 counts instead, with ``perf stat`` on the syscall tracepoints (no ptrace, so no slowdown), the
 system calls each server makes per lookup under the same load.
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import common
-import run as run_module
+from benchmarks import common
+from benchmarks import run as run_module
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,6 +43,7 @@ _FRAME: Final = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*):(?P<line>\d+)\)$"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--py-spy", type=Path, help="py-spy binary (for a profile)")
     parser.add_argument("--syscalls", action="store_true", help="count syscalls (perf stat)")
@@ -84,7 +85,6 @@ def record(args: argparse.Namespace, work: Path, tools: dict[str, Path]) -> dict
         args.server, config, tools["floor"], work / "server.log", args.python
     )
     with process as server:
-        common.wait_for_socket(sock, server)
         keys, _ = common.write_keys(work, common.current_codes(config))
         smload_argv = load.argv(tools["smload"], sock, keys, expect=True)
         with common.Process(smload_argv, work / "smload.log") as smload:
@@ -135,7 +135,6 @@ def count_syscalls(args: argparse.Namespace, work: Path, tools: dict[str, Path])
             name, config, tools["floor"], work / f"{name}.log", args.python
         )
         with process as server:
-            common.wait_for_socket(sock, server)
             keys, plain = common.write_keys(work, common.current_codes(config))
             smload_argv = load.argv(
                 tools["smload"], sock, plain if name == "floor" else keys, expect=name != "floor"
@@ -255,6 +254,7 @@ def _func(frame: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Profile (py-spy) or count system calls (perf stat) of a server under load."""
     args = parse_args(argv)
     with common.stop_on_signals(), common.workdir() as work:
         tools = run_module.build_tools(args, work)

@@ -1,8 +1,8 @@
 """Benchmark ``tempmail serve`` side by side with the floor server, in the same run.
 
-    .venv/bin/python benchmarks/run.py                 # builds smload, floor from ../shared/bench
-    .venv/bin/python benchmarks/run.py --smload PATH --floor PATH
-    .venv/bin/python benchmarks/run.py --quick         # 2 s runs, 1 repetition: for development
+    .venv/bin/python -m benchmarks.run                 # builds smload, floor from ../shared/bench
+    .venv/bin/python -m benchmarks.run --smload PATH --floor PATH
+    .venv/bin/python -m benchmarks.run --quick         # 2 s runs, 1 repetition: for development
 
 For every scenario (1, 16 and 100 persistent connections, 16 clients with one connection per
 lookup, optionally pipelined), every server gets the same smload command, repetition after
@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import common
-import extras
+from benchmarks import common, extras
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +47,7 @@ class Scenario:
     reconnect: bool = False
 
     def load(self, warmup: float, duration: float) -> common.Load:
-        """smload parameters for this scenario."""
+        """Smload parameters for this scenario."""
         return common.Load(self.conns, self.depth, self.reconnect, warmup, duration)
 
 
@@ -100,13 +99,12 @@ def run_throughput(
 ) -> dict[str, Any]:
     """Every scenario x repetition x server, interleaved; returns the raw results."""
     servers = entries(args, work)
-    procs: dict[str, common.Process] = {}
+    procs: dict[str, common.Child] = {}
     for e in servers:
         log = work / f"{e.config.stem}.log"
         proc = stack.enter_context(
             common.server_process(e.kind, e.config, tools["floor"], log, e.python)
         )
-        common.wait_for_socket(common.socket_of(e.config), proc)
         procs[e.label] = proc
     addresses = common.current_codes(servers[0].config)  # every config has the same secret
     keys_expect, keys_plain = common.write_keys(work, addresses)
@@ -285,7 +283,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def build_tools(args: argparse.Namespace, work: Path) -> dict[str, Path]:
-    """smload and floor_server: given paths, or compiled from --shared-bench into ``work``."""
+    """Smload and floor_server: given paths, or compiled from --shared-bench into ``work``."""
     if args.smload and args.floor:
         return {"smload": args.smload.resolve(), "floor": args.floor.resolve()}
     source: Path = args.shared_bench
@@ -301,6 +299,7 @@ def build_tools(args: argparse.Namespace, work: Path) -> dict[str, Path]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (``--quick`` sets short runs)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -349,6 +348,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def names(known: dict[str, Any]) -> Any:  # noqa: ANN401 - an argparse type function
+    """An argparse type: comma-separated names of ``known`` (``NAME@PYTHON`` allowed)."""
+
     def parse(text: str) -> list[str]:
         names = [n.strip() for n in text.split(",") if n.strip()]
         unknown = [n for n in names if n.partition("@")[0] not in known]
@@ -360,6 +361,7 @@ def names(known: dict[str, Any]) -> Any:  # noqa: ANN401 - an argparse type func
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the throughput scenarios and the extras; write the report."""
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     report: dict[str, Any] = {

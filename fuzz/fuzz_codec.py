@@ -1,17 +1,16 @@
 """Coverage-guided fuzzing of the codec, the session, the reply parser and the lookup (atheris).
 
-Usage (see fuzz/README.md)::
+Usage, from the repository root (see fuzz/README.md)::
 
     .venv/bin/pip install atheris
-    mkdir -p /tmp/tempmail-corpus
-    .venv/bin/python fuzz/fuzz_codec.py -runs=1000000 -max_len=4096 /tmp/tempmail-corpus fuzz/seeds
+    mkdir -p /tmp/tempmail-corpus /tmp/tempmail-findings
+    .venv/bin/python -m fuzz.fuzz_codec -runs=1000000 -max_len=4096 \
+        -artifact_prefix=/tmp/tempmail-findings/ /tmp/tempmail-corpus fuzz/seeds
 
 libFuzzer options apply (``-runs``, ``-max_total_time``, ``-jobs``); new inputs go to the first
-directory, so keep the committed seeds second. A finding is written to ``crash-*`` in the
-current directory; replay it with ``.venv/bin/python fuzz/fuzz_codec.py crash-...``.
+directory, so keep the committed seeds second. A finding is written to ``crash-*`` under
+``-artifact_prefix``; replay it with ``.venv/bin/python -m fuzz.fuzz_codec FILE``.
 """
-
-# ruff: noqa: INP001 - a script, not a package
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ with atheris.instrument_imports(include=["tempmail"]):
     import tempmail.session
     import tempmail.socketmap  # noqa: F401 - instrumented for coverage
 
-sys.path.insert(0, __file__.rpartition("/")[0] or ".")
-from targets import run_all
+from fuzz.targets import run_all
 
 
 def test_one_input(data: bytes) -> None:

@@ -7,10 +7,8 @@ or vanishes (close, with or without reading). Every 500 inputs a canary asks for
 address on a persistent connection and on a new one; it must get OK every time. At the end
 the server must have no connection, task or file descriptor left over.
 
-    .venv/bin/python fuzz/fuzz_server.py --inputs 100000 [--seed N]
+    .venv/bin/python -m fuzz.fuzz_server --inputs 100000 [--seed N]
 """
-
-# ruff: noqa: T201, INP001, S311 - a command-line script; randomness for fuzzing, not crypto
 
 from __future__ import annotations
 
@@ -18,25 +16,17 @@ import argparse
 import asyncio
 import contextlib
 import random
-import socket
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
-import anyio
-import anyio.from_thread
-import tomli_w
-
-sys.path.insert(0, str(Path(__file__).parent))
-from make_seeds import seeds
-from random_fuzz import mutate
-from targets import _IDENTITY, NOW, VALID, _parse_replies
-
-from tempmail import config, listeners, netstring
+from fuzz.make_seeds import seeds
+from fuzz.random_fuzz import mutate
+from fuzz.targets import _IDENTITY, NOW, VALID, _parse_replies
+from harness import InProcessServers, RunningServer
+from tempmail import netstring
 from tempmail.client import Client
-from tempmail.server import Server
 
 
 def _fds() -> int:
@@ -47,30 +37,24 @@ async def _tasks() -> int:
     return len(asyncio.all_tasks())
 
 
-def _send_in_pieces(sock: socket.socket, data: bytes, rng: random.Random) -> None:
+def _send_in_pieces(client: Client, data: bytes, rng: random.Random) -> None:
     start = 0
     while start < len(data):
         size = rng.choice([1, 2, 7, 64, 1000, len(data)])
-        sock.sendall(data[start : start + size])
+        client.send_raw(data[start : start + size])
         start += size
 
 
 def one_client(target: str, raw: bytes, rng: random.Random) -> bool:
     """Send ``raw``; then read every reply to the end (True) or vanish (False)."""
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(10)
-        sock.connect(target.removeprefix("unix:"))
+    with Client(target, timeout=10) as client:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            _send_in_pieces(sock, raw, rng)  # the server may close after a protocol error
+            _send_in_pieces(client, raw, rng)  # the server may close after a protocol error
         if rng.random() < 0.2:
             return False
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
-        received = bytearray()
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                received += chunk
-        _parse_replies(bytes(received))  # only whole, valid replies
+            client.finish_sending()
+        _parse_replies(client.read_to_end())  # only whole, valid replies
         return True
 
 
@@ -84,10 +68,9 @@ def check_canary(target: str, canary: Client) -> None:
             raise AssertionError("a new connection got a wrong answer")
 
 
-def wait_for_no_leak(
-    server: Server, portal: anyio.from_thread.BlockingPortal, tasks: int, fds: int
-) -> None:
+def wait_for_no_leak(running: RunningServer, tasks: int, fds: int) -> None:
     """Connections, tasks and fds must return to their baselines."""
+    server, portal = running.server, running.portal
     deadline = time.monotonic() + 10
     while (server.open_connections, portal.call(_tasks), _fds()) != (0, tasks, fds):
         if time.monotonic() > deadline:
@@ -106,38 +89,33 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     corpus = seeds()
-    with tempfile.TemporaryDirectory(prefix="tm-fuzz-") as directory:
-        path = Path(directory) / "c.toml"
-        data = {
-            "server": {"max_query_length": 128, "idle_timeout": 2.0, "max_connections": 100},
-            "socket": {"path": str(Path(directory) / "s")},
-            "identities": {"default": _IDENTITY},
-        }
-        path.write_text(tomli_w.dumps(data))
-        path.chmod(0o600)
-        loaded = config.load(path, {})
-        server = Server(loaded, [listeners.bind(loaded.socket)], clock=lambda: NOW)
-        with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:
-            future, (target,) = portal.start_task(partial(server.run, handle_signals=False))
-            tasks, fds = portal.call(_tasks), _fds()
-            canary = Client(target, timeout=5)
-            started = time.monotonic()
-            read_to_end = 0
-            for index in range(1, args.inputs + 1):
-                raw = mutate(rng, corpus)[4:]  # no header: the stream goes to the server as is
-                if rng.random() < 0.3:
-                    raw = netstring.encode(b"tempmail " + raw)
-                read_to_end += one_client(target, raw, rng)
-                if index % 500 == 0:
-                    check_canary(target, canary)
-                if index % 10_000 == 0:
-                    rate = index / (time.monotonic() - started)
-                    print(f"{index} inputs ({rate:.0f}/s)", flush=True)
-            canary.close()
-            wait_for_no_leak(server, portal, tasks, fds)
-            stats = server.stats
-            portal.call(server.stop)
-            future.result(timeout=10)
+    data = {
+        "server": {"max_query_length": 128, "idle_timeout": 2.0, "max_connections": 100},
+        "identities": {"default": _IDENTITY},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="tm-fuzz-") as directory,
+        InProcessServers(Path(directory)) as servers,
+    ):
+        running = servers.start(data, clock=lambda: NOW)
+        target = running.target
+        tasks, fds = running.portal.call(_tasks), _fds()
+        canary = Client(target, timeout=5)
+        started = time.monotonic()
+        read_to_end = 0
+        for index in range(1, args.inputs + 1):
+            raw = mutate(rng, corpus)[4:]  # no header: the stream goes to the server as is
+            if rng.random() < 0.3:
+                raw = netstring.encode(b"tempmail " + raw)
+            read_to_end += one_client(target, raw, rng)
+            if index % 500 == 0:
+                check_canary(target, canary)
+            if index % 10_000 == 0:
+                rate = index / (time.monotonic() - started)
+                print(f"{index} inputs ({rate:.0f}/s)", flush=True)
+        canary.close()
+        wait_for_no_leak(running, tasks, fds)
+        stats = running.server.stats
     elapsed = time.monotonic() - started
     print(
         f"done: {args.inputs} inputs in {elapsed:.1f} s ({args.inputs / elapsed:.0f}/s); "

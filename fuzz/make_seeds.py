@@ -1,19 +1,14 @@
 """Write the seed corpus (fuzz/seeds/): valid, odd and malformed requests and replies.
 
-Run from the repository root: ``.venv/bin/python fuzz/make_seeds.py``.
+Run from the repository root: ``.venv/bin/python -m fuzz.make_seeds``.
 """
-
-# ruff: noqa: INP001 - a script, not a package
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from targets import VALID
-
+from fuzz.targets import VALID
 from tempmail import netstring
 
 

@@ -3,13 +3,11 @@
 For machines where atheris does not build. No coverage guidance, but structured mutations of
 the seeds (splices, bit flips, inserted tokens, length fields) reach the same branches.
 
-    .venv/bin/python fuzz/random_fuzz.py --runs 1000000 [--seed N]
+    .venv/bin/python -m fuzz.random_fuzz --runs 1000000 [--seed N]
 
 Prints the number of inputs, the time taken and inputs per second; a failing input is written
 to ``fuzz-failure-<sha1>`` and its traceback printed, and the exit status is 1.
 """
-
-# ruff: noqa: T201, INP001, S311 - a command-line script; randomness for fuzzing, not crypto
 
 from __future__ import annotations
 
@@ -21,9 +19,8 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from make_seeds import seeds
-from targets import run_all
+from fuzz.make_seeds import seeds
+from fuzz.targets import run_all
 
 TOKENS = [
     b":",

@@ -15,8 +15,6 @@ Invariants (issue 5):
 * the lookup never raises and answers OK only for an address that is valid now.
 """
 
-# ruff: noqa: INP001 - imported by the fuzz scripts from their own directory
-
 from __future__ import annotations
 
 import datetime as dt

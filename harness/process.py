@@ -197,7 +197,8 @@ class ServerProcess:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise LaunchError(
-                        f"the server did not log {pattern!r} within {timeout} s:\n"
+                        f"the server did not log {pattern!r} within {timeout} s (it says where "
+                        "it listens at log level info: not with log_level warning or error):\n"
                         + "".join(self._lines[-40:])
                     )
                 self._changed.wait(remaining)

@@ -287,7 +287,7 @@ def test_a_tagged_code_that_does_not_name_its_secret_is_refused() -> None:
 
 
 # --- the cost of a tagged lookup ----------------------------------------------------------
-# tools/timing.py and benchmarks/tagged_lookup.py measure time; these count the HMACs and the
+# benchmarks/timing.py and benchmarks/tagged_lookup.py measure time; these count the HMACs and the
 # constant-time comparisons, which is deterministic.
 
 PREVIOUS = "the secret of last month"

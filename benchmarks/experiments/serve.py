@@ -1,7 +1,7 @@
 """Run the tempmail server the way ``tempmail serve`` does, with one thing changed, to measure it.
 
-    python benchmarks/experiments/serve.py --config FILE [--loop uvloop] [--impl protocol]
-                                           [--midnight-at EPOCH]
+    python benchmarks/experiments/serve.py [--loop uvloop] [--impl protocol]
+                                           [--midnight-at EPOCH] -c FILE serve
 
 ``--impl``:
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 
 def main() -> int:
+    """Serve the config with the chosen implementation until SIGTERM or SIGINT."""
     args = _parser().parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
@@ -97,7 +98,9 @@ def main() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
+    # `-c CONFIG serve`, as `tempmail -c CONFIG serve`: the harness starts both alike.
+    parser.add_argument("-c", "--config", required=True, type=Path)
+    parser.add_argument("command", choices=["serve"], help="what tempmail's command line says")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument(
         "--impl",
@@ -176,9 +179,11 @@ class SocketmapProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport: replies go out through it."""
         self._transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
+        """Answer every whole request received; close after a protocol error."""
         replies, close = self._session.receive(data, self._clock())
         transport = self._transport
         assert transport is not None  # noqa: S101 - set in connection_made
@@ -188,17 +193,20 @@ class SocketmapProtocol(asyncio.Protocol):
             transport.close()
 
     def eof_received(self) -> bool | None:
+        """Answer what is buffered, then close (a partial request gets no reply)."""
         replies, _ = self._session.receive(b"", self._clock())
         if replies and self._transport is not None:
             self._transport.write(replies)
         return False  # close our side too
 
     def pause_writing(self) -> None:
+        """The client does not read its replies: stop reading its requests."""
         # The client does not read its replies: stop reading its requests (bounded memory).
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        """The client reads again: so do we."""
         if self._transport is not None:
             self._transport.resume_reading()
 
@@ -212,14 +220,16 @@ class BufferedSocketmapProtocol(SocketmapProtocol, asyncio.BufferedProtocol):
         self._view = memoryview(self._buffer)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """The one preallocated buffer the transport reads into."""
         del sizehint
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` arrived in the buffer: answer them."""
         self.data_received(bytes(self._view[:nbytes]))  # small copy: Session wants bytes
 
 
-def _run_protocol(
+def _run_protocol(  # noqa: PLR0913 - every part of the server, injected
     config: Config,
     bound: list[Bound],
     clock: Callable[[], float],
@@ -271,7 +281,12 @@ async def _serve_protocol(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    print(f"serve.py: protocol server listening ({type(loop).__module__})", file=sys.stderr)
+    addresses = ", ".join(b.description for b in bound)
+    # The line tempmail serve logs once ready (the harness waits for it).
+    print(
+        f"serve.py: protocol server ({type(loop).__module__}) listening on {addresses}",
+        file=sys.stderr,
+    )
     await stop.wait()
     for server in servers:
         server.close()

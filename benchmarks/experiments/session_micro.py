@@ -1,6 +1,6 @@
 """Per-request cost of tempmail's sans-I/O code, in process, without any socket or event loop.
 
-    .venv/bin/python benchmarks/experiments/session_micro.py [--number 200000]
+    .venv/bin/python -m benchmarks.experiments.session_micro [--number 200000]
 
 Times ``Session.receive`` for one request (what the server calls once per read when Postfix
 sends one query at a time) and its parts, for the benchmark's key mix, so the profile of the
@@ -22,10 +22,7 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
-
-import common
-
+from benchmarks import common
 from tempmail import config as config_module
 from tempmail import generate, socketmap
 from tempmail.handler import Handler, HandlerRef
@@ -34,6 +31,7 @@ from tempmail.session import Session
 
 
 def main() -> int:
+    """Print the per-request figures, the table build and the recv sizes."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--number", type=int, default=200_000, help="calls per figure")
     args = parser.parse_args()
@@ -108,6 +106,7 @@ def main() -> int:
 
 
 def print_table_build(config: config_module.Config, now: float) -> None:
+    """Microseconds to build the day's table for ``config``."""
     key = secrets.token_bytes(32)
     best = min(timeit.repeat(lambda: AddressTable(config.identities, now, key), number=200))
     print(f"{best / 200 * 1e6:7.1f}  AddressTable build for this config (µs)")

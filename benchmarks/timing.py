@@ -20,10 +20,9 @@ For each pair it reports the medians with a distribution-free 95% confidence int
 statistics), the 10th/90th percentiles, the Mann-Whitney U test (normal approximation with
 tie correction; p-value) and the effect size A = P(X < Y) + P(X = Y)/2 (0.5: no difference).
 
-Run:  .venv/bin/python tools/timing.py [--samples N] [--socket-samples N] [--repeat R] [--json F]
+Run:  .venv/bin/python -m benchmarks.timing [--samples N] [--socket-samples N] [--repeat R]
+      [--json F]
 """
-
-# ruff: noqa: T201, INP001 - a command-line measurement script that prints its figures
 
 from __future__ import annotations
 
@@ -32,11 +31,9 @@ import datetime as dt
 import gc
 import json
 import math
-import os
 import random
 import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +41,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import ServerProcess, serving_config, write_config
 from tempmail import config, generate, netstring, schemes, socketmap
+from tempmail.client import Client
 from tempmail.lookup import Resolver
 
 SECRET = "timing measurement secret, 32 bytes or more of it"  # noqa: S105 - a test value
@@ -187,54 +186,26 @@ def measure_in_process(per_class: int) -> dict[str, list[int]]:
 def measure_socket(per_class: int) -> dict[str, list[int]]:
     """Nanoseconds per round trip to ``tempmail serve`` in a subprocess, per class."""
     with tempfile.TemporaryDirectory(prefix="tm-timing-") as directory:
-        sock_path = Path(directory) / "s"
-        cfg = Path(directory) / "c.toml"
-        import tomli_w  # noqa: PLC0415
-
-        data = {
-            "server": {"user": _user(), "log_level": "warning"},
-            "socket": {"path": str(sock_path)},
-            "identities": {"default": _identity_data()},
-        }
-        cfg.write_text(tomli_w.dumps(data))
-        cfg.chmod(0o600)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tempmail", "-c", str(cfg), "serve"],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while not sock_path.exists():
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.02)
-            return _socket_samples(str(sock_path), per_class)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        # log_level stays info: lookups are logged at debug only, and the harness waits for
+        # the info line that says where the server listens.
+        data = {"identities": {"default": _identity_data()}}
+        data = serving_config(data, Path(directory), "s", as_process=True)
+        config_path = write_config(Path(directory) / "c.toml", data)
+        with ServerProcess(config_path, measured=False) as server:
+            return _socket_samples(server.target, per_class)
 
 
-def _user() -> str:
-    import pwd  # noqa: PLC0415
-
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def _socket_samples(path: str, per_class: int) -> dict[str, list[int]]:
+def _socket_samples(target: str, per_class: int) -> dict[str, list[int]]:
     keys = _keys(time.time(), per_class)
     samples: dict[str, list[int]] = {name: [] for name in CLASSES}
     cursor = dict.fromkeys(CLASSES, 0)
     clock = time.perf_counter_ns
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    with Client(target) as client:
+        client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 
         def ask(key: bytes) -> bytes:
-            sock.sendall(netstring.encode(b"tempmail " + key))
-            reply = sock.recv(256)
-            while not reply.endswith(b","):
-                reply += sock.recv(256)
-            return reply
+            client.send_raw(netstring.encode(b"tempmail " + key))
+            return client.read_reply().wire
 
         for name in CLASSES:  # warm up, and check the classes
             for key in keys[name][:200]:

@@ -14,20 +14,13 @@ after an error). Three phases:
 3. ``--kills`` crashes (SIGKILL, start again: the new server removes the stale socket).
    In-flight lookups may fail (Postfix defers them); goal: 0 wrong answers.
 
-    .venv/bin/python fuzz/chaos.py [--reloads 300] [--restarts 30] [--kills 30] [--clients 4]
+    .venv/bin/python -m benchmarks.chaos [--reloads 300] [--restarts 30] [--kills 30] [--clients 4]
 """
-
-# ruff: noqa: T201, INP001 - a command-line script that prints its figures
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import pwd
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,9 +29,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
+from harness import ServerProcess, serving_config, write_config
 from tempmail import config, generate, netstring
+from tempmail.client import Client
+from tempmail.errors import ProtocolError
 
 SECRET = "chaos test secret, long enough to be strong"  # noqa: S105 - a test value
 RECIPIENT = "owner@example.net"
@@ -55,65 +49,6 @@ def identity() -> dict[str, Any]:
         "window": 2,
         "timezone": "UTC",
     }
-
-
-class Server:
-    """A ``tempmail serve`` subprocess and a thread that counts its reload log lines."""
-
-    def __init__(self, config_path: Path, socket_path: Path) -> None:
-        self.config_path = config_path
-        self.socket_path = socket_path
-        self.process: subprocess.Popen[str] | None = None
-        self.log = Counter[str]()
-        self.changed = threading.Condition()
-
-    def start(self) -> float:
-        """Start the server; the seconds until it answers."""
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tempmail", "-c", str(self.config_path), "serve"],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read_log, args=(self.process,), daemon=True).start()
-        while not self._answers():
-            if self.process.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            time.sleep(0.005)
-        return time.monotonic() - started
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(2)
-            sock.connect(str(self.socket_path))
-            sock.sendall(netstring.encode(b"tempmail probe@example.org"))
-            return sock.recv(64) == b"9:NOTFOUND ,"
-        return False
-
-    def _read_log(self, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None  # noqa: S101 - Popen(stderr=PIPE)
-        for line in process.stderr:
-            for needle in ("configuration reloaded", "reload failed", "Traceback", "ERROR"):
-                if needle in line:
-                    with self.changed:
-                        self.log[needle] += 1
-                        self.changed.notify_all()
-
-    def wait_for(self, needle: str, count: int) -> None:
-        """Until the log has shown ``needle`` ``count`` times."""
-        with self.changed:
-            if not self.changed.wait_for(lambda: self.log[needle] >= count, timeout=10):
-                raise RuntimeError(f"the server did not log {needle!r} in time")
-
-    def signal(self, signum: int) -> None:
-        """Send a signal to the server."""
-        assert self.process is not None  # noqa: S101 - started
-        self.process.send_signal(signum)
-
-    def wait(self) -> int:
-        """Wait for the server to exit."""
-        assert self.process is not None  # noqa: S101 - started
-        return self.process.wait(timeout=10)
 
 
 class Load(threading.Thread):
@@ -137,24 +72,17 @@ class Load(threading.Thread):
 
     def lookup(self, key: str, expected: str) -> str:
         """One lookup: "ok", "wrong", "refused" (no server) or "in-flight" (sent, no reply)."""
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(5)
+        try:
+            client = Client(f"unix:{self.socket_path}", timeout=5)
+        except OSError:
+            time.sleep(0.001)  # no server: Postfix defers; do not spin
+            return "refused"
+        with client:
             try:
-                sock.connect(str(self.socket_path))
-            except OSError:
-                time.sleep(0.001)  # no server: Postfix defers; do not spin
-                return "refused"
-            try:
-                sock.sendall(netstring.encode(f"tempmail {key}".encode()))
-                reply = b""
-                while not reply.endswith(b","):
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        return "in-flight"
-                    reply += chunk
-            except OSError:
+                reply = client.query("tempmail", key)
+            except (OSError, ProtocolError):  # closed or reset before a whole reply came
                 return "in-flight"
-        if reply != netstring.encode(expected.encode()):
+        if reply.wire != netstring.encode(expected.encode()):
             self.wrong.append(f"{key} -> {reply!r}")
             return "wrong"
         return "ok"
@@ -185,30 +113,37 @@ class Scenario:
     """The config file, the server and the clients of one run."""
 
     def __init__(self, directory: Path, clients: int) -> None:
-        self.user = pwd.getpwuid(os.geteuid()).pw_name
-        self.socket_path = directory / "s"
+        self.directory = directory
+        self.socket_path = directory / "s.sock"
+        self.tracebacks = 0  # in the logs of every server started so far
         self.config_path = directory / "c.toml"
         self.write(self.good(0))
         loaded = config.load(self.config_path, {})
         valid = str(generate.current_addresses(loaded.identities[0], time.time())[0])
-        self.server = Server(self.config_path, self.socket_path)
-        self.server.start()
+        self.server = self.start_server()
         self.loads = [Load(self.socket_path, valid) for _ in range(clients)]
         for load in self.loads:
             load.start()
 
+    def start_server(self) -> ServerProcess:
+        """``tempmail serve`` on the config file; after a crash it replaces the stale socket."""
+        return ServerProcess(self.config_path, new_session=True).start()
+
     def write(self, data: dict[str, Any] | str, mode: int = 0o600) -> None:
         """Replace the config file."""
-        self.config_path.write_text(data if isinstance(data, str) else tomli_w.dumps(data))
-        self.config_path.chmod(mode)
+        if isinstance(data, str):
+            self.config_path.write_text(data)
+            self.config_path.chmod(mode)
+        else:
+            write_config(self.config_path, data, mode)
 
     def good(self, variant: int) -> dict[str, Any]:
         """A valid config; ``variant`` changes a harmless setting."""
-        return {
-            "server": {"user": self.user, "max_query_length": 256 + variant % 100},
-            "socket": {"path": str(self.socket_path)},
+        data = {
+            "server": {"max_query_length": 256 + variant % 100},
             "identities": {"default": identity()},
         }
+        return serving_config(data, self.directory, "s", as_process=True)
 
     def reloads(self, count: int) -> dict[str, int]:
         """SIGHUP ``count`` times: a changed config, broken TOML, a too-open inline secret."""
@@ -240,11 +175,11 @@ class Scenario:
         downtime = []
         for _ in range(count):
             stopped = time.monotonic()
-            self.server.signal(signum)
-            status = self.server.wait()
+            status = self.server.stop(signum)
             if signum is signal.SIGTERM and status != 0:
                 raise RuntimeError(f"SIGTERM: exit status {status}")
-            self.server.start()  # after SIGKILL the socket is stale: the new server replaces it
+            self.tracebacks += self.server.count("Traceback")
+            self.server = self.start_server()  # after SIGKILL the socket is stale: replaced
             downtime.append(time.monotonic() - stopped)
         median = sorted(downtime)[len(downtime) // 2]
         extra = f"; downtime median {median:.2f} s, max {max(downtime):.2f} s"
@@ -256,8 +191,8 @@ class Scenario:
             load.stop.set()
         for load in self.loads:
             load.join(timeout=10)
-        self.server.signal(signal.SIGTERM)
-        self.server.wait()
+        self.server.stop()
+        self.tracebacks += self.server.count("Traceback")
 
 
 def main() -> int:
@@ -277,7 +212,7 @@ def main() -> int:
         finally:
             scenario.stop()
     wrong = [w for load in scenario.loads for w in load.wrong]
-    tracebacks = scenario.server.log["Traceback"]
+    tracebacks = scenario.tracebacks
     print(f"wrong answers: {len(wrong)} {wrong[:5]}; tracebacks in the server log: {tracebacks}")
     failed = reloads["in-flight"] + reloads["refused"] + tracebacks
     return 1 if wrong or failed or restarts["wrong"] or kills["wrong"] else 0
