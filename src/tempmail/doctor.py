@@ -3,9 +3,9 @@
 Postfix's configuration is read with its own ``postconf`` (``-c DIR`` when a directory is
 given or ``$MAIL_CONFIG`` is set, else postconf's default), and every lookup is made with its
 own ``postmap``. Reachability is tested for real: a forked child becomes Postfix's
-``mail_owner`` exactly as Postfix's daemons do (chroot_uid(3): setgid, initgroups, chroot to
-the queue directory when master.cf says so, setuid) and connects to the socket by the name
-main.cf gives it. Each check gives one :class:`Finding`; a problem names its cause and fix.
+``mail_owner`` exactly as Postfix's daemons do and connects to the socket by the name main.cf
+gives it (tempmail.mail_owner). Each check gives one :class:`Finding`; a problem names its
+cause and fix.
 
 No output ever contains a valid address: today's address is "today's address of identity X".
 """
@@ -13,38 +13,30 @@ No output ever contains a valid address: today's address is "today's address of 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import pwd
-import select
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, Final
 
 from tempmail import generate, postfix
-from tempmail.client import Client
-from tempmail.errors import TempmailError
+from tempmail.errors import PostfixUnavailable
+from tempmail.mail_owner import Account, ProbeResult, probe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from tempmail.config import Config, Identity
 
-#: What the reachability probe looks up: never a valid address (.invalid, RFC 2606).
-PROBE_KEY: Final = "tempmail-check@check.invalid"
 #: The local part of the keys the guard is tried with.
 GUARD_PROBE: Final = "tempmail-check"
 #: The Postfix programs that look up virtual_alias_maps: smtpd (reject_unlisted_recipient at
 #: RCPT time) and cleanup (the rewriting itself).
 LOOKUP_PROGRAMS: Final = ("smtpd", "cleanup")
-#: Seconds for each postconf/postmap run and for each probe.
+#: Seconds for each postconf/postmap run.
 TIMEOUT: Final = 30.0
-#: What one probe child may report (a short status line).
-_PROBE_REPLY_LIMIT: Final = 4096
 _PARAMETERS: Final = (
     "mail_version",
     "config_directory",
@@ -55,12 +47,6 @@ _PARAMETERS: Final = (
     "mydestination",
     "recipient_delimiter",
 )
-
-
-class PostfixUnavailable(TempmailError):
-    """Postfix's configuration cannot be read: postconf is missing or fails."""
-
-    exit_code: ClassVar[int] = 69  # EX_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,26 +63,6 @@ class Service:
 
     name: str  # service/type, as postconf -F names it
     chroot: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A user as Postfix's daemons become it: uid, primary gid, all groups."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-    @classmethod
-    def named(cls, name: str) -> Account | None:
-        """The user ``name``, or None if there is none."""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            return None
-        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,96 +472,6 @@ class _Context:
             f"{subject} resolves to {result}, not to {identity.recipient} (postmap -q {who})",
             "an earlier table of virtual_alias_maps, or another server, answers for it",
         )
-
-
-# --- the probe: connect as mail_owner ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of one probe: None for a server that answered, else why not."""
-
-    error: str | None
-    errno: int | None = None
-
-
-def probe(
-    account: Account, target: str, map_name: str, queue: PurePosixPath, *, chroot: bool
-) -> ProbeResult:
-    """Connect to ``target`` as ``account`` in a child process, as a Postfix daemon would.
-
-    The child runs no Python code that takes a lock another thread could hold (the parent
-    may run threads: tests serve from one): it only makes system calls and writes one line
-    to a pipe, then leaves with ``os._exit``.
-    """
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child; its result is asserted through the parent
-        os.close(reader)
-        status = 0
-        try:
-            line = _probe_child(account, target, map_name, queue, chroot=chroot)
-            os.write(writer, line.encode()[:_PROBE_REPLY_LIMIT])
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-            status = 1
-        os._exit(status)
-    os.close(writer)
-    finished = False
-    try:
-        reply, finished = _read_with_deadline(reader, time.monotonic() + TIMEOUT)
-    finally:
-        os.close(reader)
-        if not finished:  # hung (or the parent was interrupted): it must not outlive us
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    try:
-        data = json.loads(reply)
-    except ValueError:
-        return ProbeResult("the probe gave no answer (it timed out or failed)")
-    return ProbeResult(data.get("error"), data.get("errno"))
-
-
-def _probe_child(
-    account: Account, target: str, map_name: str, queue: PurePosixPath, *, chroot: bool
-) -> str:  # pragma: no cover - runs in the forked child
-    try:
-        if os.geteuid() == 0:
-            # chroot_uid(3): group ids first, then the jail, then the user id.
-            os.setgid(account.gid)
-            os.setgroups(list(account.groups))
-            if chroot:
-                os.chroot(queue)
-                os.chdir("/")
-            else:
-                os.chdir(queue)
-            os.setuid(account.uid)
-        else:
-            os.chdir(queue)
-        with Client(target, timeout=TIMEOUT / 3) as client:
-            reply = client.query(map_name, PROBE_KEY)
-    except OSError as exc:
-        return json.dumps({"error": exc.strerror or str(exc), "errno": exc.errno})
-    except TempmailError as exc:
-        return json.dumps({"error": f"not a socketmap server: {exc}"})
-    if reply.status.value not in ("OK", "NOTFOUND"):
-        return json.dumps({"error": f"the server answered {reply.status.value} {reply.data}"})
-    return json.dumps({"error": None})
-
-
-def _read_with_deadline(fd: int, deadline: float) -> tuple[bytes, bool]:
-    """What the child wrote, and whether it closed the pipe (exited) before ``deadline``."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= _PROBE_REPLY_LIMIT:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return b"".join(chunks), False
-        chunk = os.read(fd, _PROBE_REPLY_LIMIT)
-        if not chunk:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), False
 
 
 # --- small helpers -------------------------------------------------------------------------------

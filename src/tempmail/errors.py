@@ -47,6 +47,12 @@ class ProtocolError(TempmailError):
     exit_code: ClassVar[int] = 76  # EX_PROTOCOL
 
 
+class PostfixUnavailable(TempmailError):
+    """Postfix's configuration cannot be read: postconf is missing or fails."""
+
+    exit_code: ClassVar[int] = 69  # EX_UNAVAILABLE
+
+
 class ServerError(TempmailError):
     """The server cannot start or keep running (socket in use, permissions, ...)."""
 
