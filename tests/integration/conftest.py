@@ -16,29 +16,16 @@ import os
 import socket
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .stack import Stack, base_config
+from .engine import POSTFIX_IMAGE, REPO, SIDECAR_IMAGE, Images, missing_prerequisite
+from .stack import Stack, stacks
 
-REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / ".ci" / "build-images.sh"
-VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-SIDECAR_IMAGE = os.environ.get("TEMPMAIL_IMAGE", f"localhost/tempmail:{VERSION}")
-POSTFIX_IMAGE = os.environ.get("TEMPMAIL_POSTFIX_IMAGE", f"localhost/tempmail-postfix:{VERSION}")
 BUILD_TIMEOUT = 1200
-
-
-@dataclass
-class Images:
-    client: Any  # docker.DockerClient
-    sidecar: str
-    postfix: str
 
 
 @dataclass
@@ -49,13 +36,6 @@ class _Prepared:
 
 
 _PREPARED = pytest.StashKey[_Prepared]()
-
-
-def missing_prerequisite(message: str) -> None:
-    """Skip locally; fail when TEMPMAIL_REQUIRE_ALL=1 (the convention of tests/conftest.py)."""
-    if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
-        pytest.fail(message + " (TEMPMAIL_REQUIRE_ALL=1: nothing may be skipped)")
-    pytest.skip(message)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -147,30 +127,7 @@ def docker_images(request: pytest.FixtureRequest) -> Images:
 
 @pytest.fixture(scope="module")
 def make_stack(docker_images: Images) -> Iterator[Callable[..., Stack]]:
-    """Start stacks (make_stack(config, order=...)); all are removed at the end of the module."""
-    started: list[Stack] = []
-
-    def make(config: dict[str, Any] | None = None, **kwargs: Any) -> Stack:
-        stack = Stack(
-            docker_images.client,
-            docker_images.sidecar,
-            docker_images.postfix,
-            config or base_config(),
-            **kwargs,
-        )
-        started.append(stack)
-        stack.start()
-        print(f"\nstack {stack.name} ({stack.order}) ready in {stack.started_in:.2f} s")
-        return stack
-
-    try:
+    """Start stacks (make_stack(config, **options), see Stack); removed at the end of the
+    module."""
+    with stacks(docker_images) as make:
         yield make
-    finally:
-        for stack in started:
-            stack.close()
-
-
-@pytest.fixture(scope="module")
-def stack(make_stack: Callable[..., Stack]) -> Stack:
-    """The default stack of a module: md5 identity, sidecar started first."""
-    return make_stack()

@@ -43,7 +43,6 @@ import os
 import shlex
 import subprocess
 import time
-import tomllib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +52,12 @@ from typing import Any, TypeVar
 import pytest
 
 from . import readme
+from .engine import LABELS, REPO, VERSION
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[2]
-PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-VERSION: str = PROJECT["version"]
 #: Built by .ci/build-images.sh from images/debian-host/Containerfile.
 HOST_IMAGE = os.environ.get("TEMPMAIL_HOST_IMAGE", f"localhost/tempmail-test-host:{VERSION}")
-#: Labels on every container, to find leftovers: docker ps -a --filter label=...
-LABELS = {"org.tempmail.integration-test": "1"}
 WHEELHOUSE = "/wheelhouse"
 #: Where the sdist is unpacked; the README's systemd commands (packaging/systemd/...) run in it.
 SOURCE_PARENT = "/root"

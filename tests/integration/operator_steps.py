@@ -12,11 +12,20 @@ import datetime as dt
 import os
 import secrets
 import subprocess
+import sys
+import tempfile
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .stack import TEMPMAIL_UID
+import tomli_w
+
+from .sidecar import TEMPMAIL_UID
+
+#: Where the example Postfix image sees the socket that the sidecar creates in the shared
+#: volume: what every deployment tells ``tempmail postfix-config --postfix-socket``.
+POSTFIX_SOCKET = "/var/spool/postfix/tempmail/socket"
 
 #: Postfix's answer when the sidecar knows the address, and when it does not.
 ACCEPTED = 250
@@ -74,6 +83,27 @@ def write_secret_directory(directory: Path, secret: str, name: str = "secret") -
     path = directory / name
     replace_like_an_editor(path, secret + "\n", 0o400, owner=TEMPMAIL_UID)
     return path
+
+
+def postfix_config_for(config_toml: str, postfix_socket: str = POSTFIX_SOCKET) -> str:
+    """What ``tempmail postfix-config --postfix-socket PATH`` prints for a shipped config file.
+
+    Run on the host with this checkout's tempmail, on a private copy in which the secret files
+    (which exist only where the config is deployed) are replaced by an inline secret: the
+    printed lines depend on the domains, the socket and the map name, never on a secret.
+    """
+    data = tomllib.loads(config_toml)
+    for table in data.get("identities", {}).values():
+        for key in ("secret_file", "previous_secret_files", "previous_secrets"):
+            table.pop(key, None)
+        table["secret"] = new_secret()
+    with tempfile.TemporaryDirectory(prefix="tempmail-it-print-") as directory:
+        path = Path(directory) / "config.toml"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(tomli_w.dumps(data))
+        command = [sys.executable, "-m", "tempmail", "--config", str(path), "postfix-config"]
+        return run([*command, "--postfix-socket", postfix_socket])
 
 
 def run(

@@ -1,6 +1,8 @@
 """Run a Deployment's pod with plain docker, as a kubelet would, for a test without a cluster.
 
-What is reproduced from the manifest: images, command/args, env, runAsUser/runAsGroup,
+What is reproduced from the manifest: images, command/args, env (a ``value`` expanded as the
+kubelet expands it, where ``$$`` becomes ``$`` and ``$(NAME)`` an earlier variable; a
+``valueFrom.configMapKeyRef`` as the ConfigMap has it, unexpanded), runAsUser/runAsGroup,
 fsGroup and supplementalGroups, readOnlyRootFilesystem, capabilities,
 allowPrivilegeEscalation, volume mounts at the same paths (read-only where Kubernetes makes
 them so), memory and CPU limits, and exec/tcpSocket probes. As in a pod, the containers share
@@ -36,7 +38,7 @@ import docker
 import docker.errors
 import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load_all is used
 
-from .stack import LABELS
+from .engine import LABELS
 
 #: The pod sandbox: any local image with a sleep will do; this one is always there.
 PAUSE_IMAGE = "debian:bookworm-slim"
@@ -67,6 +69,38 @@ def nano_cpus(quantity: str | int) -> int:
     if text.endswith("m"):
         return int(text[:-1]) * 10**6
     return int(float(text) * 10**9)
+
+
+#: What the kubelet replaces in an env value: ``$$``, or a reference ``$(NAME)``.
+_REFERENCE = re.compile(r"\$(\$|\(([^)]*)\))")
+
+
+def expand(value: str, defined: dict[str, str]) -> str:
+    """An env ``value`` as the kubelet passes it on (k8s.io/kubernetes third_party/forked/
+    golang/expansion): ``$$`` is one ``$``; ``$(NAME)`` is NAME's value if an earlier variable
+    of the container defines it, else left as written; any other ``$`` stays."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match[1] == "$":
+            return "$"
+        return defined.get(match[2], match[0])
+
+    return _REFERENCE.sub(replace, value)
+
+
+def container_environment(
+    container: dict[str, Any], configmaps: dict[str, dict[str, Any]]
+) -> dict[str, str]:
+    """A container's environment variables as the kubelet sets them (see the module)."""
+    found: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            reference = entry["valueFrom"]["configMapKeyRef"]  # the only source used here
+            value = str(configmaps[reference["name"]]["data"][reference["key"]])
+        else:
+            value = expand(str(entry.get("value", "")), found)
+        found[entry["name"]] = value
+    return found
 
 
 class Output(NamedTuple):
@@ -185,7 +219,7 @@ class Pod:
         kwargs: dict[str, Any] = {
             "name": f"{self.name}-{container['name']}",
             "network_mode": f"container:{self.pause.id}",
-            "environment": {e["name"]: e["value"] for e in container.get("env", [])},
+            "environment": container_environment(container, self.configmaps),
             "read_only": bool(security.get("readOnlyRootFilesystem", False)),
             "cap_drop": security.get("capabilities", {}).get("drop"),
             "cap_add": security.get("capabilities", {}).get("add"),

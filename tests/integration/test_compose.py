@@ -39,13 +39,16 @@ import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_loa
 from helpers import require_tool
 from tempmail import config as config_module
 
-from .conftest import REPO, Images, missing_prerequisite
-from .fault_tools import address_of, wait_past_utc_midnight
+from .addresses import address_of, wait_past_utc_midnight
+from .engine import LABELS, REPO, Images, missing_prerequisite, wait_until
+from .mailbox import maildir_messages
 from .operator_steps import (
     ACCEPTED,
+    POSTFIX_SOCKET,
     UNKNOWN,
     SmtpAnswer,
     new_secret,
+    postfix_config_for,
     replace_like_an_editor,
     run,
     shutdown_seconds,
@@ -53,17 +56,9 @@ from .operator_steps import (
     today_address,
     write_secret_directory,
 )
-from .stack import (
-    CONFIG_DIR,
-    LABELS,
-    POSTFIX_SOCKET_DIR,
-    SECRET_DIR,
-    SIDECAR_SOCKET_DIR,
-    TEMPMAIL_UID,
-    maildir_messages,
-    unique_subject,
-    wait_until,
-)
+from .postfix_container import POSTFIX_SOCKET_DIR
+from .sending import unique_subject
+from .sidecar import CONFIG_DIR, SECRET_DIR, SIDECAR_SOCKET_DIR, TEMPMAIL_UID
 
 pytestmark = pytest.mark.containers
 
@@ -138,9 +133,31 @@ def test_paths_agree(services: dict[str, Any]) -> None:
     assert sidecar[SIDECAR_SOCKET_DIR][0] == postfix[POSTFIX_SOCKET_DIR][0]
     assert postfix[POSTFIX_SOCKET_DIR][1] == "ro"
     assert str(Path(config["identities"]["default"]["secret_file"]).parent) == SECRET_DIR
-    env = services["postfix"]["environment"]
-    assert env["TEMPMAIL_DOMAINS"] == config["identities"]["default"]["domain"]
-    assert int(env["SMTP_PORT"]) == SMTP_PORT
+    assert int(services["postfix"]["environment"]["SMTP_PORT"]) == SMTP_PORT
+
+
+#: How the compose file's comment tells an operator to print Postfix's lines (and double each
+#: '$', which compose reads as '$$' -> '$').
+PRINT_ARGS = ["run", "--rm", "-T", "tempmail", "postfix-config", "--postfix-socket", POSTFIX_SOCKET]
+DOUBLE_DOLLARS = r"s/\$/$$/g"
+
+
+def compose_value(text: str) -> str:
+    """An environment value of a compose file as the container gets it: compose turns '$$'
+    into '$', and would substitute any other '$' (a variable), which the lines must not have."""
+    assert "$" not in text.replace("$$", ""), f"compose would substitute a variable in {text!r}"
+    return text.replace("$$", "$")
+
+
+def test_postfix_gets_the_lines_postfix_config_prints(services: dict[str, Any]) -> None:
+    """TEMPMAIL_POSTFIX_CONFIG, as compose passes it on, is what `tempmail postfix-config`
+    prints for config/config.toml with the socket where Postfix sees it: one source of truth."""
+    written = services["postfix"]["environment"]["TEMPMAIL_POSTFIX_CONFIG"]
+    printed = postfix_config_for((COMPOSE / "config" / "config.toml").read_text())
+    assert compose_value(written) == printed
+    assert "virtual_alias_maps = pipemap:{regexp:" in printed  # the guard
+    comment = " ".join(["docker compose", *PRINT_ARGS, "|", "sed", f"'{DOUBLE_DOLLARS}'"])
+    assert comment in (COMPOSE / "compose.yaml").read_text(), comment
 
 
 def test_config_loads() -> None:
@@ -390,6 +407,22 @@ def test_a_broken_config_file_leaves_the_sidecar_healthy(project: Project) -> No
         replace_like_an_editor(config, shipped, 0o644)
     address = today_address(project.exec_in("tempmail"))
     assert project.smtp(address).rcpt == ACCEPTED
+
+
+def test_the_running_postfix_has_the_lines_printed_in_the_project(project: Project) -> None:
+    """The comment's command, run in the project, prints what the file holds; the Postfix
+    container got them as printed, and its main.cf has them."""
+    printed = project(*PRINT_ARGS)
+    written = yaml.safe_load((project.directory / "compose.yaml").read_text())["services"][
+        "postfix"
+    ]["environment"]["TEMPMAIL_POSTFIX_CONFIG"]
+    assert run(["sed", DOUBLE_DOLLARS], stdin=printed) == written
+    environment = project.container("postfix").attrs["Config"]["Env"]
+    assert f"TEMPMAIL_POSTFIX_CONFIG={printed}" in environment
+    code, shown = project.exec_in("postfix")(
+        ["postconf", "-n", "virtual_alias_domains", "virtual_alias_maps", "recipient_delimiter"]
+    )
+    assert (code, sorted(shown.splitlines())) == (0, sorted(printed.splitlines()))
 
 
 @pytest.mark.timeout(120)

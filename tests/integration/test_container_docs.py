@@ -28,10 +28,12 @@ import docker.errors
 import pytest
 
 from . import readme
-from .conftest import Images, missing_prerequisite
-from .fault_tools import wait_past_utc_midnight
+from .addresses import wait_past_utc_midnight
+from .engine import LABELS, Images, free_port, missing_prerequisite, wait_until
+from .mailbox import maildir_messages
 from .operator_steps import (
     ACCEPTED,
+    POSTFIX_SOCKET,
     SELF_TEST,
     new_secret,
     postfix_substitutions,
@@ -40,7 +42,7 @@ from .operator_steps import (
     substituted,
 )
 from .pod import PAUSE_IMAGE
-from .stack import LABELS, RECIPIENT, free_port, maildir_messages, wait_until
+from .sidecar import RECIPIENT
 
 pytestmark = pytest.mark.containers
 
@@ -149,6 +151,21 @@ def test_the_readme_sidecar_delivers_todays_address(readme_sidecar: ReadmeSideca
         lambda: any(str(m["Subject"]) == subject for m in maildir_messages(postfix)),
         what=f"mail {subject!r} in the Maildir",
     )
+
+
+def test_the_readme_postfix_has_the_lines_the_sidecar_prints(
+    readme_sidecar: ReadmeSidecar,
+) -> None:
+    """The README's Postfix got `tempmail postfix-config`'s lines (the guard) as printed."""
+    code, printed = readme_sidecar.sidecar_exec(
+        ["tempmail", "postfix-config", "--postfix-socket", POSTFIX_SOCKET]
+    )
+    assert code == 0, printed
+    assert "virtual_alias_maps = pipemap:{regexp:" in printed
+    shown = readme_sidecar.container(POSTFIX).exec_run(
+        ["postconf", "-n", "virtual_alias_domains", "virtual_alias_maps", "recipient_delimiter"]
+    )
+    assert sorted(shown.output.decode().splitlines()) == sorted(printed.splitlines())
 
 
 @pytest.mark.timeout(120)

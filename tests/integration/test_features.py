@@ -13,29 +13,13 @@ from typing import Any
 import docker
 import pytest
 
-from .conftest import Images
-from .fault_tools import (
-    ExtraSecretsStack,
-    address_of,
-    reload_and_wait,
-    send_like_an_mta,
-    sendmail_in,
-    subject_counts,
-    wait_past_utc_midnight,
-    write_private_config,
-    write_secret,
-)
-from .stack import (
-    MAILDIR,
-    RECIPIENT,
-    SECRET_DIR,
-    Stack,
-    base_config,
-    base_identity,
-    maildir_messages,
-    unique_subject,
-    wait_until,
-)
+from .addresses import address_of, wait_past_utc_midnight
+from .engine import wait_until
+from .mailbox import MAILDIR, Mailbox, subject_counts
+from .postfix_container import sendmail_in
+from .sending import unique_subject
+from .sidecar import RECIPIENT, SECRET_DIR, base_config, base_identity
+from .stack import Stack
 
 pytestmark = pytest.mark.containers
 
@@ -47,29 +31,23 @@ def _not_at_midnight() -> None:
 
 
 def today(stack: Stack, tag: str | None = None, name: str = "default") -> str:
-    return address_of(stack.config["identities"][name], stack.secret, tag=tag)
+    return stack.sidecar.address(tag=tag, identity=name)
 
 
 def sidecar_addresses(stack: Stack, *args: str) -> list[str]:
     """What ``tempmail address ARGS`` prints inside the sidecar (today's first)."""
-    code, output = stack.sidecar_exec(["tempmail", "address", *args])
+    code, output = stack.sidecar.exec(["tempmail", "address", *args])
     assert code == 0, output
     return [line for line in output.splitlines() if "@" in line and " " not in line]
 
 
 def deliver(stack: Stack, address: str, label: str, maildir: str = MAILDIR) -> EmailMessage:
     """RCPT 250, then the message arrives in ``maildir``; returns it."""
-    result = stack.rcpt(address)
+    result = stack.smtp.rcpt(address)
     assert result.code == 250, (address, result)
     subject = unique_subject(label)
-    stack.send(address, subject)
-    container = stack._postfix().get_wrapped_container()
-    return wait_until(
-        lambda: next(
-            (m for m in maildir_messages(container, maildir) if m["Subject"] == subject), None
-        ),
-        what=f"{subject!r} in {maildir}",
-    )
+    stack.smtp.send(address, subject)
+    return Mailbox(stack.postfix.docker, maildir).wait_for(subject)
 
 
 def with_identity(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -101,7 +79,7 @@ def test_tagged_address_is_delivered_with_the_tag_as_extension(tag_stack: Stack)
     print(f"\ntagged: {address} -> Delivered-To: {message['Delivered-To']}")
     assert message["Delivered-To"] == "user+shop@localhost"
     assert message["X-Original-To"] == address
-    assert f"orig_to=<{address}>" in tag_stack.postfix_logs()
+    assert f"orig_to=<{address}>" in tag_stack.postfix.logs()
 
 
 @pytest.mark.parametrize(
@@ -118,7 +96,7 @@ def test_tagged_address_with_a_wrong_code_is_refused(
 ) -> None:
     local, domain = today(tag_stack, tag="shop").split("@")
     bad = make_address(local) + "@" + domain
-    result = tag_stack.rcpt(bad)
+    result = tag_stack.smtp.rcpt(bad)
     assert result.code == 550, (bad, result)
     assert "User unknown in virtual alias table" in result.text
 
@@ -126,21 +104,21 @@ def test_tagged_address_with_a_wrong_code_is_refused(
 def test_revoked_tag_is_refused_after_a_reload(tag_stack: Stack) -> None:
     shop, news = today(tag_stack, tag="shop"), today(tag_stack, tag="news")
     untagged = today(tag_stack)
-    original = copy.deepcopy(tag_stack.config)
-    assert tag_stack.rcpt(shop).code == 250
-    tag_stack.write_config(with_identity(original, revoked_tags=["shop"]))
-    reload_and_wait(tag_stack)
+    original = copy.deepcopy(tag_stack.sidecar.config)
+    assert tag_stack.smtp.rcpt(shop).code == 250
+    tag_stack.sidecar.write_config(with_identity(original, revoked_tags=["shop"]))
+    tag_stack.sidecar.reload_and_wait()
     try:
-        result = tag_stack.rcpt(shop)
+        result = tag_stack.smtp.rcpt(shop)
         assert result.code == 550, result
         assert "User unknown in virtual alias table" in result.text
         # Only that tag: other tags and untagged addresses still arrive.
         assert deliver(tag_stack, news, "tag-news")["Delivered-To"] == "user+news@localhost"
         assert deliver(tag_stack, untagged, "untagged")["Delivered-To"] == RECIPIENT
     finally:
-        tag_stack.write_config(original)
-        reload_and_wait(tag_stack)
-    assert tag_stack.rcpt(shop).code == 250  # un-revoked
+        tag_stack.sidecar.write_config(original)
+        tag_stack.sidecar.reload_and_wait()
+    assert tag_stack.smtp.rcpt(shop).code == 250  # un-revoked
 
 
 # --- key rotation ---------------------------------------------------------------------------
@@ -156,32 +134,34 @@ def rotation_stack(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
 def rotate_to(stack: Stack, new: str, old: str, how: str) -> dict[str, Any]:
     """A config generating with ``new`` and still accepting ``old`` (both secrets' text)."""
     if how == "previous_secrets":  # inline, in a config file only uid 10001 may read
-        return with_identity(stack.config, secret_file=None, secret=new, previous_secrets=[old])
+        return with_identity(
+            stack.sidecar.config, secret_file=None, secret=new, previous_secrets=[old]
+        )
     return with_identity(
-        stack.config,
-        secret_file=write_secret(stack, "secret-b", new),
+        stack.sidecar.config,
+        secret_file=stack.sidecar.write_secret("secret-b", new),
         previous_secret_files=[f"{SECRET_DIR}/secret"],
     )
 
 
 def apply(stack: Stack, data: dict[str, Any], how: str) -> None:
     if how == "previous_secrets":
-        write_private_config(stack, data)
+        stack.sidecar.write_private_config(data)
     else:
-        stack.write_config(data)
-    reload_and_wait(stack)
+        stack.sidecar.write_config(data)
+    stack.sidecar.reload_and_wait()
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["previous_secrets", "previous_secret_files"])
 def test_key_rotation_loses_no_mail(rotation_stack: Stack, how: str) -> None:
     stack = rotation_stack
-    table = stack.config["identities"]["default"]
-    secret_a, secret_b = stack.secret, secrets.token_urlsafe(32)
+    table = stack.sidecar.config["identities"]["default"]
+    secret_a, secret_b = stack.sidecar.secret, secrets.token_urlsafe(32)
     address_a, address_b = address_of(table, secret_a), address_of(table, secret_b)
     assert sidecar_addresses(stack)[0] == address_a
     deliver(stack, address_a, "rotation-a-before")
-    assert stack.rcpt(address_b).code == 550
+    assert stack.smtp.rcpt(address_b).code == 550
 
     # Mail for A's address keeps coming in (SMTP and sendmail) before, while and after the
     # key changes.
@@ -192,7 +172,7 @@ def test_key_rotation_loses_no_mail(rotation_stack: Stack, how: str) -> None:
     def traffic() -> None:
         try:
             with contextlib.closing(docker.from_env()) as client:  # not the main thread's
-                postfix = client.containers.get(f"{stack.name}-postfix")
+                postfix = client.containers.get(stack.postfix.name)
                 i = after = 0
                 while after < 4:
                     after += rotated.is_set()
@@ -200,7 +180,7 @@ def test_key_rotation_loses_no_mail(rotation_stack: Stack, how: str) -> None:
                     if i % 2:
                         sendmail_in(postfix, address_a, subject)
                     else:
-                        send_like_an_mta(stack, address_a, subject)
+                        stack.smtp.send_until_accepted(address_a, subject)
                     during.append(subject)
                     i += 1
         except BaseException as exc:  # noqa: BLE001 - re-raised below
@@ -223,20 +203,20 @@ def test_key_rotation_loses_no_mail(rotation_stack: Stack, how: str) -> None:
     deliver(stack, address_b, "rotation-b-after")
 
     # After the window: A is dropped.
-    dropped = with_identity(stack.config, previous_secrets=None, previous_secret_files=None)
+    dropped = with_identity(stack.sidecar.config, previous_secrets=None, previous_secret_files=None)
     apply(stack, dropped, how)
-    assert stack.rcpt(address_a).code == 550
+    assert stack.smtp.rcpt(address_a).code == 550
     deliver(stack, address_b, "rotation-b-only")
 
-    stack.flush()
+    stack.postfix.flush()
     wait_until(
-        lambda: all(subject_counts(stack.messages())[s] for s in during),
+        lambda: all(subject_counts(stack.mailbox.messages())[s] for s in during),
         what="the mail sent during the rotation",
     )
-    counts = subject_counts(stack.messages())
+    counts = subject_counts(stack.mailbox.messages())
     print(f"\nkey rotation ({how}): {len(during)} messages to A's address during the switch")
     assert [s for s in during if counts[s] != 1] == []
-    assert "status=bounced" not in stack.postfix_logs()
+    assert "status=bounced" not in stack.postfix.logs()
 
 
 # --- several identities ---------------------------------------------------------------------
@@ -245,7 +225,7 @@ ROOT_MAILDIR = "/root/Maildir"
 
 
 @pytest.fixture(scope="module")
-def two_identities(docker_images: Images) -> Iterator[ExtraSecretsStack]:
+def two_identities(make_stack: Callable[..., Stack]) -> Stack:
     """Alice (md5, example.test -> user@localhost) and Bob (hmac, example.org -> root@localhost)."""
     config = base_config()
     config["identities"]["bob"] = base_identity(
@@ -254,27 +234,14 @@ def two_identities(docker_images: Images) -> Iterator[ExtraSecretsStack]:
         secret_file=f"{SECRET_DIR}/secret-bob",
         scheme="hmac",
     )
-    stack = ExtraSecretsStack(
-        docker_images.client,
-        docker_images.sidecar,
-        docker_images.postfix,
-        config,
-        domains="example.test example.org",
-        extra_secrets={"secret-bob": secrets.token_urlsafe(32)},
-    )
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.close()
+    return make_stack(config, extra_secrets={"secret-bob": secrets.token_urlsafe(32)})
 
 
-def bob(stack: ExtraSecretsStack) -> str:
-    table = stack.config["identities"]["bob"]
-    return address_of(table, stack.extra_secrets["secret-bob"])
+def bob(stack: Stack) -> str:
+    return stack.sidecar.address(identity="bob")
 
 
-def test_each_identity_is_delivered_to_its_own_recipient(two_identities: ExtraSecretsStack) -> None:
+def test_each_identity_is_delivered_to_its_own_recipient(two_identities: Stack) -> None:
     stack = two_identities
     alice_address, bob_address = today(stack), bob(stack)
     assert sidecar_addresses(stack, "--identity", "bob")[0] == bob_address
@@ -284,19 +251,20 @@ def test_each_identity_is_delivered_to_its_own_recipient(two_identities: ExtraSe
     assert bob_mail["Delivered-To"] == "root@localhost"
     assert bob_mail["X-Original-To"] == bob_address
     # Neither lands in the other's Maildir.
-    postfix = stack._postfix().get_wrapped_container()
-    assert bob_mail["Subject"] not in subject_counts(maildir_messages(postfix, MAILDIR))
-    assert alice_mail["Subject"] not in subject_counts(maildir_messages(postfix, ROOT_MAILDIR))
-    code, output = stack.sidecar_exec(["tempmail", "query", "--self-test"])
-    assert (code, output.strip()) == (0, "self-test passed: 2 identities OK")
+    for maildir, other in ((MAILDIR, bob_mail), (ROOT_MAILDIR, alice_mail)):
+        assert other["Subject"] not in subject_counts(
+            Mailbox(stack.postfix.docker, maildir).messages()
+        )
+    code, output = stack.sidecar.exec(["tempmail", "query", "--self-test"])
+    assert (code, output) == (0, "self-test passed: 2 identities OK (configuration generation 1)\n")
 
 
 def test_an_identity_code_is_not_valid_at_the_other_identity_domain(
-    two_identities: ExtraSecretsStack,
+    two_identities: Stack,
 ) -> None:
     stack = two_identities
     alice_code = today(stack).split("@")[0]
     bob_code = bob(stack).split("@")[0]
     for address in (f"{alice_code}@example.org", f"{bob_code}@example.test"):
-        result = stack.rcpt(address)
+        result = stack.smtp.rcpt(address)
         assert result.code == 550, (address, result)

@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from .stack import POSTFIX_SOCKET_DIR, Stack, base_config, unique_subject
+from .postfix_container import POSTFIX_SOCKET_DIR
+from .sending import unique_subject
+from .sidecar import base_config
+from .stack import Stack
 
 pytestmark = pytest.mark.containers
 
@@ -21,24 +24,24 @@ def hmac_stack(make_stack: Callable[..., Stack]) -> Stack:
 @pytest.mark.parametrize("scheme", ["hmac", "md5"])
 @pytest.mark.parametrize("days_ago", [0, 1], ids=["today", "yesterday"])
 def test_both_schemes_are_delivered(hmac_stack: Stack, scheme: str, days_ago: int) -> None:
-    address = hmac_stack.address(days_ago, scheme=scheme)
-    assert hmac_stack.rcpt(address).code == 250
+    address = hmac_stack.sidecar.address(days_ago, scheme=scheme)
+    assert hmac_stack.smtp.rcpt(address).code == 250
     subject = unique_subject(f"{scheme}-{days_ago}")
-    hmac_stack.send(address, subject)
-    assert hmac_stack.wait_for_message(subject)["X-Original-To"] == address
+    hmac_stack.smtp.send(address, subject)
+    assert hmac_stack.mailbox.wait_for(subject)["X-Original-To"] == address
 
 
 def test_hmac_and_md5_codes_differ(hmac_stack: Stack) -> None:
-    assert hmac_stack.address(scheme="hmac") != hmac_stack.address(scheme="md5")
+    assert hmac_stack.sidecar.address(scheme="hmac") != hmac_stack.sidecar.address(scheme="md5")
 
 
 @pytest.mark.parametrize("scheme", ["hmac", "md5"])
 def test_day_before_yesterday_is_refused(hmac_stack: Stack, scheme: str) -> None:
-    assert hmac_stack.rcpt(hmac_stack.address(2, scheme=scheme)).code == 550
+    assert hmac_stack.smtp.rcpt(hmac_stack.sidecar.address(2, scheme=scheme)).code == 550
 
 
 def test_socket_permissions_hold_when_postfix_starts_first(hmac_stack: Stack) -> None:
-    listing = hmac_stack.postfix_exec(
+    listing = hmac_stack.postfix.exec(
         f"stat -c '%u:%g %a' {POSTFIX_SOCKET_DIR} {POSTFIX_SOCKET_DIR}/socket"
     )
     assert listing.split("\n")[:2] == ["10001:10001 750", "10001:10001 660"]

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from . import debian_host
-from .conftest import Images
+from .addresses import wait_past_utc_midnight
 from .debian_host import RECIPIENT, SERVE_LOG, SOCKET, SOCKETMAP, DebianHost, wait_until
-from .fault_tools import wait_past_utc_midnight
+from .engine import Images
 
 pytestmark = pytest.mark.containers
 

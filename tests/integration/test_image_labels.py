@@ -9,8 +9,7 @@ import tomllib
 
 import pytest
 
-from .conftest import REPO, Images
-from .stack import LABELS
+from .engine import LABELS, REPO, Images
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 

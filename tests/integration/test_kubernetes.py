@@ -24,10 +24,11 @@ import pytest
 from tempmail.client import Client
 from tempmail.socketmap import Status
 
-from .conftest import REPO, Images, missing_prerequisite
-from .fault_tools import address_of, wait_past_utc_midnight
-from .pod import Pod, find, load_manifests
-from .stack import maildir_messages, wait_until
+from .addresses import address_of, wait_past_utc_midnight
+from .engine import REPO, Images, missing_prerequisite, wait_until
+from .mailbox import maildir_messages
+from .operator_steps import postfix_config_for
+from .pod import Pod, container_environment, find, load_manifests
 
 pytestmark = pytest.mark.containers
 
@@ -122,15 +123,13 @@ def test_paths_agree_between_config_and_mounts(
     documents: list[dict[str, Any]], pod_spec: dict[str, Any]
 ) -> None:
     config = sidecar_config(documents)
-    sidecar, postfix = container(pod_spec, "tempmail"), container(pod_spec, "postfix")
+    sidecar = container(pod_spec, "tempmail")
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     assert "emptyDir" in volumes["socket"]
     assert volumes["secret"]["secret"]["secretName"] == "tempmail-secret"
     assert volumes["config"]["configMap"]["name"] == "tempmail-config"
     socket_path = Path(config["socket"]["path"])
     assert str(socket_path.parent) == mount_path(sidecar, "socket")
-    env = {e["name"]: e["value"] for e in postfix["env"]}
-    assert env["TEMPMAIL_SOCKET"] == f"{mount_path(postfix, 'socket')}/{socket_path.name}"
     secret_file = Path(config["identities"]["default"]["secret_file"])
     assert str(secret_file.parent) == mount_path(sidecar, "secret")
     assert {e["name"]: e["value"] for e in sidecar["env"]}["TEMPMAIL_CONFIG"] == (
@@ -141,6 +140,39 @@ def test_paths_agree_between_config_and_mounts(
         command = sidecar[probe]["exec"]["command"]
         assert command[command.index("--socket") + 1] == f"unix:{socket_path}"
         assert command[command.index("--map") + 1] == config["server"]["map_name"]
+
+
+def test_postfix_gets_the_lines_postfix_config_prints(
+    documents: list[dict[str, Any]], pod_spec: dict[str, Any]
+) -> None:
+    """The ConfigMap's postfix.cf is what `tempmail postfix-config` prints for its config.toml,
+    with the socket where the postfix container mounts the emptyDir: one source of truth. The
+    postfix container reads it unchanged (valueFrom); no env "value:" holds a '$', which
+    Kubernetes would expand."""
+    data = find(documents, "ConfigMap", "tempmail-config")["data"]
+    postfix = container(pod_spec, "postfix")
+    socket_name = Path(sidecar_config(documents)["socket"]["path"]).name
+    printed = postfix_config_for(
+        data["config.toml"], f"{mount_path(postfix, 'socket')}/{socket_name}"
+    )
+    assert data["postfix.cf"] == printed
+    assert "virtual_alias_maps = pipemap:{regexp:" in printed  # the guard
+    env = {e["name"]: e for e in postfix["env"]}
+    assert env["TEMPMAIL_POSTFIX_CONFIG"]["valueFrom"] == {
+        "configMapKeyRef": {"name": "tempmail-config", "key": "postfix.cf"}
+    }
+    values = [
+        e["value"] for each in pod_spec["containers"] for e in each.get("env", []) if "value" in e
+    ]
+    assert [value for value in values if "$" in value] == []
+
+
+def test_a_dollar_in_an_env_value_would_be_halved(pod_spec: dict[str, Any]) -> None:
+    """Why postfix.cf comes through valueFrom: the kubelet's expansion, as pod.py does it,
+    turns the guard's '$$' into '$' in a "value:"."""
+    postfix = copy.deepcopy(container(pod_spec, "postfix"))
+    postfix["env"] = [{"name": "TEMPMAIL_POSTFIX_CONFIG", "value": "a$$/ $${1}"}]
+    assert container_environment(postfix, {}) == {"TEMPMAIL_POSTFIX_CONFIG": "a$/ ${1}"}
 
 
 # --- the pod, run with docker as the manifest says ---------------------------------------------
@@ -196,6 +228,23 @@ def delivered(pod: Pod, subject: str) -> bool:
 def test_pod_refuses_unknown_addresses(pod: Pod, pod_spec: dict[str, Any]) -> None:
     address = f"{secrets.token_hex(4)}@example.test"
     assert send_from_pod(pod, smtp_port(pod_spec), address, "never") == 550
+
+
+def test_postfix_in_the_pod_has_the_lines_the_sidecar_prints(pod: Pod) -> None:
+    """`tempmail postfix-config` in the running pod prints what the postfix container got in
+    its environment, and its main.cf has exactly those lines."""
+    printed = pod.exec(
+        "tempmail",
+        ["tempmail", "postfix-config", "--postfix-socket", "/var/spool/postfix/tempmail/socket"],
+    )
+    assert (printed.code, printed.stderr) == (0, ""), printed
+    environment = pod.containers["postfix"].attrs["Config"]["Env"]
+    assert f"TEMPMAIL_POSTFIX_CONFIG={printed.stdout}" in environment
+    shown = pod.exec(
+        "postfix",
+        ["postconf", "-n", "virtual_alias_domains", "virtual_alias_maps", "recipient_delimiter"],
+    )
+    assert sorted(shown.stdout.splitlines()) == sorted(printed.stdout.splitlines())
 
 
 def test_pod_runs_tempmail_unprivileged(pod: Pod) -> None:

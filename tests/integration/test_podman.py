@@ -33,10 +33,11 @@ import pytest
 from helpers import require_tool
 
 from . import readme
-from .conftest import REPO, Images, missing_prerequisite
-from .fault_tools import address_of, wait_past_utc_midnight
+from .addresses import address_of, wait_past_utc_midnight
+from .engine import REPO, Images, free_port, missing_prerequisite, wait_until
 from .operator_steps import (
     ACCEPTED,
+    POSTFIX_SOCKET,
     SELF_TEST,
     UNKNOWN,
     new_secret,
@@ -46,7 +47,7 @@ from .operator_steps import (
     shutdown_seconds,
     substituted,
 )
-from .stack import TEMPMAIL_UID, free_port, wait_until
+from .sidecar import TEMPMAIL_UID
 
 pytestmark = pytest.mark.containers
 
@@ -271,6 +272,25 @@ def test_podman_delivers_mail_through_the_sidecar(podman_stack: PodmanStack) -> 
         0.2,
         f"mail {subject!r} in the Maildir",
     )
+
+
+def test_podman_postfix_has_the_lines_the_sidecar_prints(podman_stack: PodmanStack) -> None:
+    """The documented podman Postfix got `tempmail postfix-config`'s lines as printed."""
+    code, printed = podman_stack.exec_sidecar(
+        ["tempmail", "postfix-config", "--postfix-socket", POSTFIX_SOCKET]
+    )
+    assert code == 0, printed
+    assert "virtual_alias_maps = pipemap:{regexp:" in printed
+    shown = podman_stack(
+        "exec",
+        POSTFIX,
+        "postconf",
+        "-n",
+        "virtual_alias_domains",
+        "virtual_alias_maps",
+        "recipient_delimiter",
+    )
+    assert sorted(shown.splitlines()) == sorted(printed.splitlines())
 
 
 def test_podman_healthcheck_run_asks_the_server(podman_stack: PodmanStack) -> None:

@@ -1,22 +1,26 @@
 """`tempmail postfix-config` applied to a real Postfix (the example image), and what it changes.
 
 The lines come from the sidecar image and are applied by the Postfix image's entrypoint with
-the README's ``xargs -r -d '\\n' postconf -e`` (guarded.py). The controls start the same
-stack with the old hand-written, unguarded lookup (TEMPMAIL_DOMAINS): each shows the defect
-that the guard removes, so the tests here cannot pass for the wrong reason.
+the README's ``xargs -r -d '\\n' postconf -e`` (stack.py). The controls start the same
+stack with a bare socketmap lookup instead (no guard, as 1.x documented it): each shows the
+defect that the guard removes, so the tests here cannot pass for the wrong reason. The last
+tests are the example image's refusals: what it says, and exits with, when its lookup is
+missing or would not work.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from .conftest import Images
-from .guarded import GuardedStack, guarded_stacks
-from .stack import LABELS, RECIPIENT, Stack, base_config, unique_subject, wait_until
+from .engine import Images, wait_until
+from .postfix_container import unguarded_lines
+from .sending import unique_subject
+from .sidecar import DOMAIN, RECIPIENT, base_config, run_container
+from .stack import Stack
 
 pytestmark = pytest.mark.containers
 
@@ -24,21 +28,18 @@ pytestmark = pytest.mark.containers
 ONLY_TEMPMAIL = "only-tempmail.test"
 #: The last key of a series of lookups (an unknown code).
 END_MARK = "fffffff0@example.test"
+#: The control's lookup: tempmail asked about every recipient.
+UNGUARDED = unguarded_lines(DOMAIN)
 
 
 @pytest.fixture(scope="module")
-def make_guarded(docker_images: Images) -> Iterator[Callable[..., GuardedStack]]:
-    yield from guarded_stacks(docker_images)
+def guarded(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()
 
 
-@pytest.fixture(scope="module")
-def guarded(make_guarded: Callable[..., GuardedStack]) -> GuardedStack:
-    return make_guarded()
-
-
-def test_main_cf_holds_the_printed_lines(guarded: GuardedStack) -> None:
+def test_main_cf_holds_the_printed_lines(guarded: Stack) -> None:
     """What postconf -n shows in the Postfix container is what postfix-config printed."""
-    printed = guarded.postfix_config.splitlines()
+    printed = guarded.postfix.main_cf_lines.splitlines()
     assert printed == [
         "virtual_alias_domains = example.test",
         (
@@ -47,7 +48,7 @@ def test_main_cf_holds_the_printed_lines(guarded: GuardedStack) -> None:
         ),
         "recipient_delimiter = +",
     ]
-    shown = guarded.postfix_exec(
+    shown = guarded.postfix.exec(
         "postconf -n virtual_alias_domains virtual_alias_maps recipient_delimiter"
     )
     assert sorted(shown.splitlines()) == sorted(printed)
@@ -62,17 +63,17 @@ def test_main_cf_holds_the_printed_lines(guarded: GuardedStack) -> None:
     ],
 )
 def test_mail_is_delivered_through_the_guard(
-    guarded: GuardedStack, spelling: Callable[[str], str], label: str
+    guarded: Stack, spelling: Callable[[str], str], label: str
 ) -> None:
-    address = spelling(guarded.address())
+    address = spelling(guarded.sidecar.address())
     subject = unique_subject(f"guarded-{label}")
-    guarded.send(address, subject)
-    message = guarded.wait_for_message(subject)
+    guarded.smtp.send(address, subject)
+    message = guarded.mailbox.wait_for(subject)
     assert message["Delivered-To"] == RECIPIENT
 
 
-def test_unknown_codes_are_still_refused(guarded: GuardedStack) -> None:
-    result = guarded.rcpt("0123abcd@example.test")
+def test_unknown_codes_are_still_refused(guarded: Stack) -> None:
+    result = guarded.smtp.rcpt("0123abcd@example.test")
     assert result.code == 550
     assert "User unknown in virtual alias table" in result.text
 
@@ -84,68 +85,67 @@ def widen_to_only_tempmail(stack: Stack) -> str:
     any domain, which is how the unguarded lookup rewrote mail for a domain Postfix never
     listed.
     """
-    config = copy.deepcopy(stack.config)
+    config = copy.deepcopy(stack.sidecar.config)
     identity = config["identities"]["default"]
     identity["domains"] = [identity.pop("domain"), ONLY_TEMPMAIL]
-    stack.write_config(config)
-    stack.kill_sidecar("SIGHUP")
-    address = stack.address().replace("@example.test", f"@{ONLY_TEMPMAIL}")
+    stack.sidecar.write_config(config)
+    stack.sidecar.kill("SIGHUP")
+    address = stack.sidecar.address().replace("@example.test", f"@{ONLY_TEMPMAIL}")
     wait_until(
-        lambda: stack.sidecar_exec(["tempmail", "query", address])[0] == 0,
+        lambda: stack.sidecar.exec(["tempmail", "query", address])[0] == 0,
         what="the sidecar to serve the new domain",
     )
-    stack.postfix_exec(
-        "postconf -e 'smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination'"
-        " && touch -d '10 seconds ago' /etc/postfix/main.cf && postfix reload"
+    stack.postfix.reload_with(
+        "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
     )
     return address
 
 
 def test_a_domain_only_in_tempmail_config_is_not_rewritten(
-    make_guarded: Callable[..., GuardedStack],
+    make_stack: Callable[..., Stack],
 ) -> None:
     """Postfix decides which domains are served: the guard does not pass the new domain, so
     Postfix routes the address as it is (here to the error transport, which smtpd refuses at
     RCPT) and a local submission bounces; nothing reaches the owner."""
-    stack = make_guarded(base_config())
+    stack = make_stack(base_config())
     address = widen_to_only_tempmail(stack)
-    result = stack.rcpt(address)  # from 127.0.0.1: relaying is permitted
+    result = stack.smtp.rcpt(address)  # from 127.0.0.1: relaying is permitted
     assert result.code == 550
     assert "outbound mail disabled in this container" in result.text
     subject = unique_subject("only-in-tempmail-sendmail")
-    stack.sendmail_inside(address, subject)
+    stack.postfix.sendmail(address, subject)
     wait_until(
         lambda: any(
             f"to=<{address}>" in line and "status=bounced" in line
-            for line in stack.postfix_logs().splitlines()
+            for line in stack.postfix.logs().splitlines()
         ),
         what="Postfix to bounce the unrewritten address",
     )
-    assert stack.find_message(subject) is None
+    assert stack.mailbox.find(subject) is None
 
 
 def test_control_without_the_guard_such_mail_was_rewritten(
     make_stack: Callable[..., Stack],
 ) -> None:
-    """The old hand-written lookup: tempmail is asked about every recipient, and rewrites."""
-    stack = make_stack(base_config())
+    """A bare socketmap lookup: tempmail is asked about every recipient, and rewrites."""
+    stack = make_stack(base_config(), postfix_lines=UNGUARDED)
     address = widen_to_only_tempmail(stack)
-    assert stack.rcpt(address).code == 250
+    assert stack.smtp.rcpt(address).code == 250
     subject = unique_subject("only-in-tempmail-unguarded")
-    stack.sendmail_inside(address, subject)
-    assert stack.wait_for_message(subject)["X-Original-To"] == address
+    stack.postfix.sendmail(address, subject)
+    assert stack.mailbox.wait_for(subject)["X-Original-To"] == address
 
 
 def test_control_without_the_guard_an_outage_defers_local_mail(
     make_stack: Callable[..., Stack],
 ) -> None:
-    """The old hand-written lookup: with the sidecar stopped, user@localhost gets 451 too."""
-    stack = make_stack(base_config())
-    stack.stop_sidecar()
+    """A bare socketmap lookup: with the sidecar stopped, user@localhost gets 451 too."""
+    stack = make_stack(base_config(), postfix_lines=UNGUARDED)
+    stack.sidecar.stop()
     try:
-        result = stack.rcpt(RECIPIENT)
+        result = stack.smtp.rcpt(RECIPIENT)
     finally:
-        stack.ensure_sidecar_running()
+        stack.sidecar.ensure_running()
     assert result.code == 451
     assert "Temporary lookup failure" in result.text
 
@@ -154,7 +154,7 @@ def looked_up(stack: Stack) -> list[str]:
     """The keys the sidecar was asked about (its debug log), in order."""
     return [
         line.split("lookup key=", 1)[1].split(" result=", 1)[0]
-        for line in stack.sidecar_logs().splitlines()
+        for line in stack.sidecar.logs().splitlines()
         if "lookup key=" in line
     ]
 
@@ -168,54 +168,95 @@ def debug_config() -> dict[str, Any]:
 def ask(stack: Stack) -> list[str]:
     """RCPT for an unknown code with an extension and for user@localhost; the keys the
     sidecar was asked meanwhile (a last RCPT marks the end: the log is in order)."""
-    assert stack.rcpt("0123abcd+ext@example.test").code == 550
-    assert stack.rcpt(RECIPIENT).code == 250
-    assert stack.rcpt(END_MARK).code == 550
+    assert stack.smtp.rcpt("0123abcd+ext@example.test").code == 550
+    assert stack.smtp.rcpt(RECIPIENT).code == 250
+    assert stack.smtp.rcpt(END_MARK).code == 550
     wait_until(lambda: END_MARK in looked_up(stack), what="the end mark in the sidecar's log")
     keys = looked_up(stack)
     return keys[: keys.index(END_MARK)]
 
 
 def test_tempmail_is_asked_only_about_whole_addresses_of_its_domains(
-    make_guarded: Callable[..., GuardedStack],
+    make_stack: Callable[..., Stack],
 ) -> None:
     """Behind the guard, Postfix asks about the whole address, extension included, and
     never about user@localhost."""
-    stack = make_guarded(debug_config())
+    stack = make_stack(debug_config())
     assert ask(stack) == ["0123abcd+ext@example.test"]
 
 
 def test_control_without_the_guard_tempmail_is_asked_about_everything(
     make_stack: Callable[..., Stack],
 ) -> None:
-    stack = make_stack(debug_config())
+    stack = make_stack(debug_config(), postfix_lines=UNGUARDED)
     assert "user@localhost" in ask(stack)
 
 
-def test_the_example_image_refuses_to_start_without_its_lookup(docker_images: Images) -> None:
-    """Neither TEMPMAIL_POSTFIX_CONFIG nor the old variables: exit 78 with what to set."""
-    container = docker_images.client.containers.create(
-        docker_images.postfix, network_mode="none", labels=LABELS
+def run_postfix_image(images: Images, environment: dict[str, str]) -> tuple[int, str]:
+    """The example image started once with ``environment``; its exit status and output."""
+    return run_container(
+        images.client,
+        images.postfix,
+        None,
+        timeout=60,
+        network_mode="none",
+        environment=environment,
     )
-    try:
-        container.start()
-        status = container.wait(timeout=60)
-        output = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
-    assert (status["StatusCode"], output) == (
+
+
+PRINT = "tempmail postfix-config --postfix-socket /var/spool/postfix/tempmail/socket"
+
+
+def test_the_example_image_refuses_to_start_without_its_lookup(docker_images: Images) -> None:
+    """No TEMPMAIL_POSTFIX_CONFIG: exit 78, and the one line says what to set."""
+    assert run_postfix_image(docker_images, {}) == (
         78,
         (
-            "entrypoint.sh: set TEMPMAIL_POSTFIX_CONFIG to what 'tempmail postfix-config "
-            "--postfix-socket /var/spool/postfix/tempmail/socket' prints (see docs/containers.md)\n"
+            f"entrypoint.sh: set TEMPMAIL_POSTFIX_CONFIG to what '{PRINT}' prints "
+            "(see docs/containers.md)\n"
         ),
     )
 
 
-def test_the_old_variables_get_a_warning(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(base_config())
-    assert (
-        "entrypoint.sh: warning: TEMPMAIL_DOMAINS without TEMPMAIL_POSTFIX_CONFIG: every "
-        "recipient is looked up, so a stopped sidecar defers all mail; set "
-        "TEMPMAIL_POSTFIX_CONFIG to what 'tempmail postfix-config' prints"
-    ) in stack.postfix_logs()
+def test_the_variables_of_1x_are_refused(docker_images: Images) -> None:
+    """TEMPMAIL_DOMAINS (1.x: a lookup without the guard) stops the start, even next to
+    TEMPMAIL_POSTFIX_CONFIG: an upgrade notices it instead of running something else."""
+    expected = (
+        78,
+        (
+            "entrypoint.sh: TEMPMAIL_DOMAINS, TEMPMAIL_SOCKET and TEMPMAIL_MAP were removed in "
+            f"2.0.0: remove them and set TEMPMAIL_POSTFIX_CONFIG to what '{PRINT}' prints (see "
+            "docs/containers.md)\n"
+        ),
+    )
+    assert run_postfix_image(docker_images, {"TEMPMAIL_DOMAINS": DOMAIN}) == expected
+    both = {"TEMPMAIL_MAP": "tempmail", "TEMPMAIL_POSTFIX_CONFIG": UNGUARDED}
+    assert run_postfix_image(docker_images, both) == expected
+
+
+def test_a_line_postfix_config_never_prints_is_refused(docker_images: Images) -> None:
+    """Anything but its three settings (here: what a failed command printed) stops the start."""
+    lines = "tempmail: /etc/tempmail/config.toml: No such file or directory\n" + UNGUARDED
+    assert run_postfix_image(docker_images, {"TEMPMAIL_POSTFIX_CONFIG": lines}) == (
+        78,
+        (
+            f"entrypoint.sh: TEMPMAIL_POSTFIX_CONFIG has a line that '{PRINT}' does not print: "
+            "tempmail: /etc/tempmail/config.toml: No such file or directory\n"
+        ),
+    )
+
+
+def test_a_guard_whose_dollars_were_halved_is_refused(guarded: Stack) -> None:
+    """The printed lines after compose's or Kubernetes' '$$' -> '$': refused at the start,
+    where they would otherwise fail every lookup."""
+    halved = guarded.postfix.main_cf_lines.replace("$$", "$")
+    assert halved != guarded.postfix.main_cf_lines
+    assert run_postfix_image(guarded.images, {"TEMPMAIL_POSTFIX_CONFIG": halved}) == (
+        78,
+        (
+            "entrypoint.sh: TEMPMAIL_POSTFIX_CONFIG: postconf cannot expand virtual_alias_maps "
+            "(a '$$' of the printed lines arrived as '$'?): write each '$' of them as '$$' in a "
+            "compose file, or pass them from a ConfigMap with valueFrom in Kubernetes (see "
+            "docs/containers.md)\n"
+        ),
+    )

@@ -28,10 +28,10 @@ import pytest
 
 from helpers import require_tool
 
-from .conftest import REPO, Images, missing_prerequisite
-from .fault_tools import wait_past_utc_midnight
+from .addresses import wait_past_utc_midnight
+from .engine import LABELS, REPO, Images, missing_prerequisite, wait_until
 from .operator_steps import new_secret, run, write_secret_directory
-from .stack import LABELS, TEMPMAIL_UID, wait_until
+from .sidecar import TEMPMAIL_UID
 
 pytestmark = pytest.mark.containers
 

@@ -1,6 +1,6 @@
 """The sidecar goes away: Postfix must defer (4xx), never accept and drop, and recover by itself.
 
-Postfix is configured as the README says (guarded.py: the lines of `tempmail postfix-config`),
+Postfix is configured as the README says (the lines of `tempmail postfix-config`: stack.py),
 so an outage defers the mail of the temporary domains only: everyone else's mail is delivered
 at once.
 """
@@ -13,119 +13,115 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import Images
-from .guarded import GuardedStack, guarded_stacks
-from .stack import RECIPIENT, Stack, unique_subject, wait_until
+from .engine import wait_until
+from .sending import unique_subject
+from .sidecar import RECIPIENT
+from .stack import Stack
 
 pytestmark = pytest.mark.containers
 
 
 @pytest.fixture(scope="module")
-def make_guarded(docker_images: Images) -> Iterator[Callable[..., GuardedStack]]:
-    yield from guarded_stacks(docker_images)
-
-
-@pytest.fixture(scope="module")
-def stack(make_guarded: Callable[..., GuardedStack]) -> Stack:
+def stack(make_stack: Callable[..., Stack]) -> Stack:
     """This module's stack: Postfix configured with tempmail postfix-config."""
-    return make_guarded()
+    return make_stack()
 
 
 @pytest.fixture
 def down(stack: Stack) -> Iterator[Stack]:
     """The stack with its sidecar stopped (docker stop); running again afterwards."""
-    stack.stop_sidecar()
+    stack.sidecar.stop()
     try:
         yield stack
     finally:
-        stack.ensure_sidecar_running()
+        stack.sidecar.ensure_running()
 
 
 def test_rcpt_is_deferred_while_the_sidecar_is_stopped(down: Stack) -> None:
-    for address in (down.address(), "0123abcd@example.test"):
-        result = down.rcpt(address)
+    for address in (down.sidecar.address(), "0123abcd@example.test"):
+        result = down.smtp.rcpt(address)
         assert result.code == 451, result
         assert "Temporary lookup failure" in result.text
 
 
 def test_nothing_is_accepted_and_lost_while_the_sidecar_is_stopped(stack: Stack) -> None:
-    address = stack.address()
+    address = stack.sidecar.address()
     refused = unique_subject("refused")
     queued = unique_subject("queued")
-    stack.stop_sidecar()
+    stack.sidecar.stop()
     try:
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refusal:
-            stack.send(address, refused)
+            stack.smtp.send(address, refused)
         assert refusal.value.recipients[address][0] == 451
         # sendmail inside Postfix: cleanup cannot resolve the alias, so the message stays in
         # the maildrop queue ("message not accepted, try again later").
         problem = "virtual_alias_maps map lookup problem"
-        seen = stack.postfix_logs().count(problem)
-        stack.sendmail_inside(address, queued)
+        seen = stack.postfix.logs().count(problem)
+        stack.postfix.sendmail(address, queued)
         wait_until(
-            lambda: stack.postfix_logs().count(problem) > seen,
+            lambda: stack.postfix.logs().count(problem) > seen,
             what="cleanup to report the failed lookup",
         )
-        assert any(name.startswith("maildrop/") for name in stack.queued())
-        assert stack.find_message(queued) is None
+        assert any(name.startswith("maildrop/") for name in stack.postfix.queued())
+        assert stack.mailbox.find(queued) is None
     finally:
-        stack.ensure_sidecar_running()
+        stack.sidecar.ensure_running()
     # pickup retries the maildrop every 60 s; postqueue -f wakes it now.
-    stack.flush()
-    stack.wait_for_message(queued)
-    wait_until(lambda: not stack.queued(), what="empty queues")
-    assert stack.find_message(refused) is None
+    stack.postfix.flush()
+    stack.mailbox.wait_for(queued)
+    wait_until(lambda: not stack.postfix.queued(), what="empty queues")
+    assert stack.mailbox.find(refused) is None
 
 
 def test_stale_socket_after_sigkill_is_replaced(stack: Stack) -> None:
     replaced = "removed stale socket"
-    seen = stack.sidecar_logs().count(replaced)
-    stack.kill_sidecar("SIGKILL")
+    seen = stack.sidecar.logs().count(replaced)
+    stack.sidecar.kill("SIGKILL")
     try:
-        wait_until(lambda: not stack.sidecar_running(), what="the sidecar to die")
-        assert stack.socket_exists()  # left behind: nobody removed it
-        assert stack.rcpt(stack.address()).code == 451  # connection refused: deferred
+        wait_until(lambda: not stack.sidecar.running(), what="the sidecar to die")
+        assert stack.postfix.socket_exists()  # left behind: nobody removed it
+        assert stack.smtp.rcpt(stack.sidecar.address()).code == 451  # connection refused: deferred
     finally:
-        stack.ensure_sidecar_running()
-    assert stack.sidecar_logs().count(replaced) == seen + 1
+        stack.sidecar.ensure_running()
+    assert stack.sidecar.logs().count(replaced) == seen + 1
     subject = unique_subject("after-kill")
-    stack.send(stack.address(), subject)
-    stack.wait_for_message(subject)
+    stack.smtp.send(stack.sidecar.address(), subject)
+    stack.mailbox.wait_for(subject)
 
 
 def test_postfix_restarted_while_the_sidecar_is_down(down: Stack) -> None:
     # The volume is empty now (the socket was removed): Docker copies Postfix's mount point
     # into it again. The sidecar must still be able to create its socket there afterwards.
-    down.restart_postfix()
-    down.start_sidecar()
+    down.postfix.restart()
+    down.sidecar.start()
     subject = unique_subject("postfix-restart")
-    down.send_with_retry(down.address(), subject)
-    down.wait_for_message(subject)
+    down.smtp.send_until_accepted(down.sidecar.address(), subject)
+    down.mailbox.wait_for(subject)
 
 
 def test_an_outage_defers_only_the_temporary_domains(stack: Stack) -> None:
     """Sidecar stopped: user@localhost is delivered at once (SMTP and sendmail); a temporary
     address gets 451, and the client's retry after the sidecar is back is delivered."""
-    temporary = stack.address()
+    temporary = stack.sidecar.address()
     later = unique_subject("temporary-after-outage")
-    stack.stop_sidecar()
+    stack.sidecar.stop()
     try:
-        for label, submit in (("smtp", stack.send), ("sendmail", stack.sendmail_inside)):
+        for label, submit in (("smtp", stack.smtp.send), ("sendmail", stack.postfix.sendmail)):
             subject = unique_subject(f"local-during-outage-{label}")
             t0 = time.monotonic()
             submit(RECIPIENT, subject)
-            stack.wait_for_message(subject, timeout=10)
+            stack.mailbox.wait_for(subject, timeout=10)
             print(f"\n{label} to {RECIPIENT} delivered in {time.monotonic() - t0:.2f} s")
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refusal:
-            stack.send(temporary, later)
+            stack.smtp.send(temporary, later)
         code, text = refusal.value.recipients[temporary]
         assert (code, text) == (
             451,
             b"4.3.0 <" + temporary.encode() + b">: Temporary lookup failure",
         )
-        assert not stack.sidecar_running()
+        assert not stack.sidecar.running()
     finally:
-        stack.ensure_sidecar_running()
+        stack.sidecar.ensure_running()
     # An MTA keeps retrying 4xx: now it is accepted and delivered.
-    stack.send_with_retry(temporary, later)
-    stack.wait_for_message(later)
+    stack.smtp.send_until_accepted(temporary, later)
+    stack.mailbox.wait_for(later)

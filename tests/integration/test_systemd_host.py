@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from . import debian_host, readme
-from .conftest import Images
-from .debian_host import RECIPIENT, REPO, SOCKET, DebianHost, wait_until
-from .fault_tools import wait_past_utc_midnight
+from .addresses import wait_past_utc_midnight
+from .debian_host import RECIPIENT, SOCKET, DebianHost, wait_until
+from .engine import REPO, Images
 
 pytestmark = pytest.mark.containers
 
