@@ -13,6 +13,12 @@ For ``tag_window`` 30 and 366, with one secret and with a previous secret as wel
 * ``legacy bogus`` (only where ``legacy_tags_until`` exists): random 1.x codes ``TAG.CODE``
   on the upgrade day, when the whole tag window is still checked in the 1.x format.
 
+With ``--revoked`` it measures instead whether a revoked tag can be told from another by the
+time of one lookup (SECURITY.md, "Revoked tags"): 1,000 revoked tags, and per class 5,000
+distinct keys (revoked tags with right codes, revoked tags with wrong codes, unrevoked tags
+with wrong codes from 5,000 and from 1,000 tags), each lookup timed on its own in a shuffled
+order (60,000 per class, garbage collection off); it prints each class's median in ns.
+
 Each measurement is a loop of many lookups of one class, timed with ``time.perf_counter_ns``
 (wall clock) and ``time.thread_time_ns`` (this thread's CPU time, which time spent waiting for
 a core on a busy machine does not inflate); the classes are interleaved and each is repeated;
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import gc
 import os
 import platform
 import random
@@ -32,7 +39,7 @@ import statistics
 import time
 from typing import Any
 
-from tempmail import config, generate, lookup
+from tempmail import config, generate, lookup, window
 from tempmail.config import Identity
 from tempmail.socketmap import Status
 
@@ -125,12 +132,68 @@ def measure(
     }
 
 
+def compare_revoked(samples: int) -> dict[str, float]:
+    """Median ns of single lookups per class: revoked and unrevoked tags, right and wrong."""
+    data = identity_data(30, 1, legacy=False)
+    data["identities"]["default"]["revoked_tags"] = [f"r{n}" for n in range(1000)]
+    loaded = config.parse(data, environ={})
+    identity = loaded.identities[0]
+    table = lookup.Resolver(loaded.identities, "+", NOW).table(NOW)
+    today = window.local_date(NOW, identity.timezone)
+    rng = random.Random(5)
+
+    def local(tag: str) -> str:
+        return generate.address_on(identity, today, tag=tag).local
+
+    def wrong(tag: str) -> str:
+        code = local(tag)
+        return f"{code[: -identity.length]}{rng.getrandbits(32):08x}@example.org"
+
+    sources = {
+        "revoked, right code": [f"{local(f'r{n}')}@example.org" for n in range(1000)],
+        "revoked, wrong code": [wrong(f"r{n}") for n in range(1000)],
+        "unrevoked (5,000 tags), wrong code": [wrong(f"t{n}") for n in range(5000)],
+        "unrevoked (1,000 tags), wrong code": [wrong(f"u{n}") for n in range(1000)],
+    }
+    # Distinct key objects, as many per class, so no class is faster by being hot in a cache.
+    keys = {
+        name: [bytes(bytearray(found[i % len(found)].encode())) for i in range(5000)]
+        for name, found in sources.items()
+    }
+    for name, pool in keys.items():
+        status = table.resolve(pool[0], b"+").reply.status
+        if status is not Status.NOTFOUND:
+            raise SystemExit(f"{name}: {pool[0]!r} answered {status.value}")
+    order = [name for name in keys for _ in range(samples)]
+    rng.shuffle(order)
+    cursor = dict.fromkeys(keys, 0)
+    timings: dict[str, list[int]] = {name: [] for name in keys}
+    resolve, clock = table.resolve, time.perf_counter_ns
+    gc.collect()
+    gc.disable()
+    try:
+        for name in order:
+            key = keys[name][cursor[name] % 5000]
+            cursor[name] += 1
+            start = clock()
+            resolve(key, b"+")
+            timings[name].append(clock() - start)
+    finally:
+        gc.enable()
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
 def main() -> None:
     """Measure every configuration and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.2, help="per measurement")
+    parser.add_argument("--revoked", action="store_true", help="revoked against other tags")
     args = parser.parse_args()
+    if args.revoked:
+        for name, median in compare_revoked(60_000).items():
+            print(f"{name:36} median {median:8,.0f} ns")
+        return
     has_legacy = any(f.name == "legacy_tags_until" for f in dataclasses.fields(config.Identity))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(

@@ -99,13 +99,15 @@ class _TagRules:
         candidates = self._secrets_by_key_id.get(key_id)
         # The same work for every key: a hint outside the window, a key id of no secret and a
         # revoked tag each still cost one HMAC and one comparison, so timing tells none apart.
+        # The verdict is combined without short cuts (`&`, `|=`), so the path taken does not
+        # depend on which of its parts failed either.
         revoked = tag in identity.revoked_tags
         matched = False
         for secret in candidates or self._any_secret:
             expected = schemes.tag_mac(day or self._today, tag, secret.reveal(), identity.length)
-            if hmac.compare_digest(expected.encode(), mac):
-                matched = True
-        if not matched or revoked or day is None or candidates is None:
+            matched |= hmac.compare_digest(expected.encode(), mac)
+        accepted = matched & (not revoked) & (candidates is not None)
+        if not accepted or day is None:
             return None
         return _tagged_result(identity, day, tag)
 
