@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +298,56 @@ def test_reload_without_a_server(capsys: pytest.CaptureFixture[str], short_dir: 
     assert err == (
         f"tempmail: cannot reach the server at unix:{short_dir}/none: No such file or directory\n"
     )
+
+
+def test_reload_with_a_malformed_socket_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(capsys, "reload", "--socket", "tcp:localhost:25") == (
+        2,
+        "",
+        "tempmail: --socket: expected unix:PATH or inet:HOST:PORT, got 'tcp:localhost:25'\n",
+    )
+
+
+def test_reload_over_tcp_needs_the_pid(
+    start_server: StartServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over TCP the kernel names no listening process: nothing is signalled without --pid."""
+    data = config_data()
+    data["socket"] = {"type": "inet"}
+    running = start_server(data)
+    code, out, err = run(capsys, "reload", "--socket", running.target)
+    assert (code, out) == (2, "")
+    assert err == (
+        "tempmail: --pid is needed: the process listening on the socket is not the one that "
+        "answers (socket activation, or a TCP socket); give the server's PID\n"
+    )
+    assert running.server.stats.reloads_ok == 0
+
+
+def test_reload_of_a_pid_that_does_not_exist(
+    start_server: StartServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # reaped: nobody has its PID (until the kernel hands it out again)
+    running = start_server()
+    code, out, err = run(capsys, "reload", "--socket", running.target, "--pid", str(finished.pid))
+    assert (code, out, err) == (71, "", f"tempmail: --pid: no process {finished.pid}\n")
+
+
+def test_reload_without_a_verdict_times_out(
+    start_server: StartServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--pid names a process that ignores SIGHUP: no reload is ever reported."""
+    running = start_server()
+    deaf = subprocess.Popen(["sh", "-c", 'trap "" HUP; exec sleep 30'])
+    try:
+        code, out, err = run(
+            capsys, "reload", "--socket", running.target, "--pid", str(deaf.pid), "--timeout", "0.3"
+        )
+    finally:
+        deaf.kill()
+        deaf.wait()
+    assert (code, out) == (75, "")
+    assert err == "tempmail: no reload reported within 0.3 s; see the server's log\n"

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 if reloads["ok"] + reloads["failed"] > done:
                     break
                 if time.monotonic() > deadline:
-                    raise ServerError(
+                    raise _NoVerdict(
                         f"no reload reported within {args.timeout:g} s; see the server's log"
                     )
                 time.sleep(POLL_INTERVAL)
@@ -118,3 +118,7 @@ def _signal(pid: int) -> None:
 
 class _Unreachable(ServerError):
     exit_code = 69  # EX_UNAVAILABLE, as `tempmail query` when it cannot connect
+
+
+class _NoVerdict(ServerError):
+    exit_code = 75  # EX_TEMPFAIL: the reload may still finish; systemd may try again
