@@ -64,16 +64,18 @@ class Serving:
 
 
 @contextmanager
-def serve(short_dir: Path, open_files: int, **server: Any) -> Iterator[Serving]:
+def serve(
+    short_dir: Path, open_files: int, *, measured: bool = True, **server: Any
+) -> Iterator[Serving]:
     """Run ``tempmail serve`` with metrics on a port the kernel picks, at ``open_files``.
 
-    Not traced by coverage (``measured=False``): the flood test asserts lookup latencies.
+    ``measured=False``: not traced by coverage, for a test that asserts lookup latencies.
     """
     data = serving_config(config_data(), short_dir, "tm", as_process=True)
     data["metrics"] = {"enabled": True, "port": 0, "summary_interval": 0}
     data["server"].update(server)
     path = write_config(short_dir / "config.toml", data)
-    with ServerProcess(path, open_files=open_files, measured=False) as process:
+    with ServerProcess(path, open_files=open_files, measured=measured) as process:
         found = process.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
         yield Serving(process, int(found[1]))
 
@@ -167,7 +169,8 @@ def test_a_metrics_flood_beyond_the_open_file_limit_does_not_hurt_lookups(
     short_dir: Path,
 ) -> None:
     """400 metrics connections at a 256-file limit: lookups go on, scrapes resume, exit 0."""
-    with raised_own_limit(FLOOD_CONNECTIONS), serve(short_dir, FLOOD_LIMIT) as serving:
+    flooded = serve(short_dir, FLOOD_LIMIT, measured=False)
+    with raised_own_limit(FLOOD_CONNECTIONS), flooded as serving:
         baseline, failures = measure_lookups(serving.target, 1.0)
         assert failures == [], failures
         with ExitStack() as flooding:

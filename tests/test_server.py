@@ -307,6 +307,18 @@ def test_tcp_port_in_use(start_server: StartServer) -> None:
         listeners.bind(config_module.SocketSettings(type="inet", port=port))
 
 
+def test_a_socket_directory_that_is_a_file(short_dir: Path) -> None:
+    (short_dir / "file").write_text("not a directory")
+    with pytest.raises(ServerError) as caught:
+        listeners.bind(settings(short_dir / "file" / "s.sock"))
+    assert str(caught.value) == f"socket.path: cannot open {short_dir}/file: Not a directory"
+
+
+def test_systemd_passing_a_malformed_socket_count() -> None:
+    with pytest.raises(ServerError, match=r"^LISTEN_FDS is not a number$"):
+        listeners.inherited({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "three"})
+
+
 def test_inherited_sockets_need_matching_pid() -> None:
     assert listeners.inherited({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
     assert listeners.inherited({}) == []
