@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     report: dict[str, Any] = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(["python", "-m", "benchmarks.run", *sys.argv[1:]]),
         "machine": common.machine_info(),
         "server_python": common.python_version(args.python),
         "parameters": {"warmup": args.warmup, "duration": args.duration, "reps": args.reps},
