@@ -29,26 +29,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import ServerProcess, serving_config, write_config
+from harness import ServerProcess, one_identity, serving_config, write_config
 from tempmail import config, generate, netstring
 from tempmail.client import Client
 from tempmail.errors import ProtocolError
 
 SECRET = "chaos test secret, long enough to be strong"  # noqa: S105 - a test value
 RECIPIENT = "owner@example.net"
-
-
-def identity() -> dict[str, Any]:
-    """The identity every config in this script uses."""
-    return {
-        "domain": "example.org",
-        "recipient": RECIPIENT,
-        "secret": SECRET,
-        "scheme": "hmac",
-        "length": 8,
-        "window": 2,
-        "timezone": "UTC",
-    }
 
 
 class Load(threading.Thread):
@@ -141,7 +128,7 @@ class Scenario:
         """A valid config; ``variant`` changes a harmless setting."""
         data = {
             "server": {"max_query_length": 256 + variant % 100},
-            "identities": {"default": identity()},
+            **one_identity(SECRET, recipient=RECIPIENT),
         }
         return serving_config(data, self.directory, "s", as_process=True)
 

@@ -24,14 +24,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol, Self
 
-from harness import ServerProcess, serving_config
+from harness import ServerProcess, one_identity, serving_config
 from harness import write_config as write_config_file
 from tempmail.client import Client
 from tempmail.errors import ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from types import TracebackType
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO_DIR: Final = BENCH_DIR.parent
@@ -54,18 +53,7 @@ CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 CONFIG: Final[dict[str, Any]] = {
     "server": {"max_connections": 2000, "idle_timeout": 60.0, "log_level": "info"},
     "socket": {"mode": "0660"},
-    "identities": {
-        "default": {
-            "domain": DOMAIN,
-            "recipient": RECIPIENT,
-            "secret": SECRET,
-            "scheme": "hmac",
-            "accept": ["hmac", "md5"],
-            "length": 8,
-            "window": 2,
-            "timezone": "UTC",
-        }
-    },
+    **one_identity(SECRET, domain=DOMAIN, recipient=RECIPIENT),
 }
 
 
@@ -210,12 +198,7 @@ class Child(Protocol):
 
     def __enter__(self) -> Self: ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class Process:
@@ -262,12 +245,7 @@ class Process:
             wait_for_socket(self._ready_socket, self)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def alive(self) -> bool:

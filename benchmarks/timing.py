@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import ServerProcess, serving_config, write_config
+from harness import ServerProcess, one_identity, serving_config, write_config
 from tempmail import config, generate, netstring, schemes, socketmap
 from tempmail.client import Client
 from tempmail.lookup import Resolver
@@ -71,24 +71,14 @@ PAIRS = (
 )
 
 
-def _identity_data() -> dict[str, Any]:
-    return {
-        "domain": DOMAIN,
-        "recipient": "owner@example.net",
-        "secret": SECRET,
-        "scheme": "hmac",
-        "accept": ["hmac", "md5"],
-        "length": 8,
-        "window": 2,
-        "timezone": "UTC",
-        "tags": True,
-        "revoked_tags": REVOKED,
-    }
+def _config_data() -> dict[str, Any]:
+    """The harness's identity with tags on and 1,000 revoked tags."""
+    return one_identity(SECRET, domain=DOMAIN, tags=True, revoked_tags=REVOKED)
 
 
 def _keys(now: float, per_class: int) -> dict[str, list[bytes]]:
     """A pool of distinct keys per class (random codes are drawn fresh, never reused)."""
-    identity = config.parse({"identities": {"default": _identity_data()}}).identities[0]
+    identity = config.parse(_config_data()).identities[0]
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     pool = min(per_class, 5000)
     # Many distinct old codes, so that the class is not a handful of keys whose digests
@@ -151,7 +141,7 @@ def _schedule(per_class: int) -> list[str]:
 def measure_in_process(per_class: int) -> dict[str, list[int]]:
     """Nanoseconds per ``AddressTable.resolve`` call, per class."""
     now = time.time()
-    identities = config.parse({"identities": {"default": _identity_data()}}).identities
+    identities = config.parse(_config_data()).identities
     resolver = Resolver(identities, "+", now)
     table = resolver.table(now)
     keys = _keys(now, per_class)
@@ -188,7 +178,7 @@ def measure_socket(per_class: int) -> dict[str, list[int]]:
     with tempfile.TemporaryDirectory(prefix="tm-timing-") as directory:
         # log_level stays info: lookups are logged at debug only, and the harness waits for
         # the info line that says where the server listens.
-        data = {"identities": {"default": _identity_data()}}
+        data = _config_data()
         data = serving_config(data, Path(directory), "s", as_process=True)
         config_path = write_config(Path(directory) / "c.toml", data)
         with ServerProcess(config_path, measured=False) as server:

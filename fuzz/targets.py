@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 from typing import Final
 
+from harness import identity
 from tempmail import config, generate, socketmap
 from tempmail.errors import ProtocolError
 from tempmail.handler import Handler, HandlerRef
@@ -42,18 +43,9 @@ logging.disable(logging.CRITICAL)
 #: A fixed instant: the set of valid addresses is the same in every run.
 NOW: Final = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC).timestamp()
 RECIPIENT: Final = "owner@example.net"
-_IDENTITY: Final = {
-    "domain": "example.org",
-    "recipient": RECIPIENT,
-    "secret": "fuzzing secret that is long enough",
-    "scheme": "hmac",
-    "accept": ["hmac", "md5"],
-    "length": 8,
-    "window": 2,
-    "timezone": "UTC",
-    "tags": True,
-    "revoked_tags": ["gone"],
-}
+_IDENTITY: Final = identity(
+    "fuzzing secret that is long enough", recipient=RECIPIENT, tags=True, revoked_tags=["gone"]
+)
 CONFIG: Final = config.parse(
     {"server": {"max_query_length": 128}, "identities": {"default": _IDENTITY}}
 )

@@ -1,6 +1,7 @@
 """Running tempmail servers for the tests, benchmarks and fuzzing: the one way to start one.
 
-* :func:`write_config` writes a configuration file (TOML, mode 0600) from a dict;
+* :func:`one_identity` is the config of one standard identity (:data:`IDENTITY`) with a secret
+  of the caller's; :func:`write_config` writes a configuration file (TOML, mode 0600) from a dict;
   :func:`serving_config` first puts the socket in a directory of the caller's (a unix socket
   there, or TCP on a port the kernel picks) and, for a process started as root, names the
   current user as ``server.user``.
@@ -17,19 +18,22 @@ This package lives in the repository only, not in the wheel: pytest (``pythonpat
 
 from __future__ import annotations
 
-from harness.configs import serving_config, write_config
+from harness.configs import IDENTITY, identity, one_identity, serving_config, write_config
 from harness.in_process import InProcessServers, RunningServer
 from harness.load import Flood, lookup_latencies
 from harness.process import PYTHON_M_TEMPMAIL, LaunchError, ServerProcess
 
 __all__ = [
+    "IDENTITY",
     "PYTHON_M_TEMPMAIL",
     "Flood",
     "InProcessServers",
     "LaunchError",
     "RunningServer",
     "ServerProcess",
+    "identity",
     "lookup_latencies",
+    "one_identity",
     "serving_config",
     "write_config",
 ]

@@ -6,9 +6,32 @@ import copy
 import os
 import pwd
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import tomli_w
+
+#: The identity every launched server serves unless told otherwise: both schemes accepted,
+#: 8-digit codes, today and yesterday valid, UTC.
+IDENTITY: Final[dict[str, Any]] = {
+    "domain": "example.org",
+    "recipient": "owner@example.net",
+    "scheme": "hmac",
+    "accept": ["hmac", "md5"],
+    "length": 8,
+    "window": 2,
+    "timezone": "UTC",
+}
+
+
+def identity(secret: str, /, **keys: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
+    """:data:`IDENTITY` with ``secret``; keyword arguments override its keys (None removes one)."""
+    merged = {**IDENTITY, "secret": secret, **keys}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def one_identity(secret: str, /, **keys: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
+    """A config of one identity, ``default``: :func:`identity` in its table."""
+    return {"identities": {"default": identity(secret, **keys)}}
 
 
 def write_config(path: Path, data: dict[str, Any], mode: int = 0o600) -> Path:

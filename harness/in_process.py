@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from concurrent.futures import Future
     from pathlib import Path
-    from types import TracebackType
 
     from tempmail.listeners import Bound
     from tempmail.socketmap import Reply
@@ -77,12 +76,7 @@ class InProcessServers:
         )
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         try:
             self.stop_all()
         finally:

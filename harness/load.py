@@ -12,7 +12,6 @@ from tempmail.client import Client
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
 
 class Flood:
@@ -39,12 +38,7 @@ class Flood:
             thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         # Both directions: a sender blocked in sendall and the reader return at once.
         self._client.socket.shutdown(socket.SHUT_RDWR)

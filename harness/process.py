@@ -21,7 +21,6 @@ from typing import IO, TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from types import TracebackType
 
 #: ``python -m tempmail`` of this interpreter: the checkout's code in the project's venv.
 PYTHON_M_TEMPMAIL: tuple[str, ...] = (sys.executable, "-m", "tempmail")
@@ -107,12 +106,7 @@ class ServerProcess:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:

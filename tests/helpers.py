@@ -18,29 +18,20 @@ from typing import Any
 
 import pytest
 
-from harness import RunningServer
+from harness import RunningServer, identity, one_identity
 
 #: A secret with spaces, a dollar and non-ASCII, so every test exercises the hard cases.
 SECRET = "correct horse $battery staple ü"
 DOMAIN = "example.org"
 RECIPIENT = "owner@example.net"
 
-IDENTITY: dict[str, Any] = {
-    "domain": DOMAIN,
-    "recipient": RECIPIENT,
-    "secret": SECRET,
-    "scheme": "hmac",
-    "accept": ["hmac", "md5"],
-    "length": 8,
-    "window": 2,
-    "timezone": "UTC",
-}
+#: The harness's standard identity (example.org -> owner@example.net) with the test secret.
+IDENTITY: dict[str, Any] = identity(SECRET)
 
 
-def config_data(**identity: Any) -> dict[str, Any]:
+def config_data(**keys: Any) -> dict[str, Any]:
     """A one-identity config dict; keyword arguments override identity keys (None removes)."""
-    merged = {**IDENTITY, **identity}
-    return {"identities": {"default": {k: v for k, v in merged.items() if v is not None}}}
+    return one_identity(SECRET, **keys)
 
 
 def at(text: str) -> float:

@@ -10,8 +10,6 @@ from tempmail import netstring, socketmap
 from tempmail.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from tempmail.socketmap import Reply
 
 
@@ -55,12 +53,7 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
