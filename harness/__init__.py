@@ -12,8 +12,9 @@
 * :class:`Flood` pipelines lookups on one connection without pause: the load beside which
   another client's :func:`lookup_latencies` are measured (fairness).
 
-This package lives in the repository only, not in the wheel: pytest (``pythonpath``) and
-``python -m benchmarks.…`` / ``python -m fuzz.…`` from the repository root import it.
+This package is not in the wheel (the sdist carries it for the tests): pytest
+(``pythonpath``) and ``python -m benchmarks.…`` / ``python -m fuzz.…`` from the repository root
+import it.
 """
 
 from __future__ import annotations
