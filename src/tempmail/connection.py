@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 #: The work one turn should take at most, in seconds: about how long another client's lookup
 #: may wait per busy connection.
 TURN_TIME: Final = 0.0005
+#: At shutdown, how long a client that connected but has not sent a byte yet has for its first
+#: request (it connected before the socket was removed; Postfix sends at once, a client on a
+#: busy machine may be descheduled for a while).
+FIRST_REQUEST_GRACE: Final = 0.5
 #: Changes in held bytes smaller than this are not reported to the owner (a lookup's reply is
 #: tens of bytes): the owner's total may be off by this much per connection, no more.
 HELD_REPORT_STEP: Final = 4096
@@ -102,6 +106,7 @@ class SocketmapConnection(asyncio.Protocol):
         self._draining = draining  # answer what has arrived, then close
         self._reported_held = 0
         self._turn_requests = TURN_REQUESTS  # requests per turn, shortened while turns are slow
+        self._spoken = False  # whether the client has sent anything at all
         self._close_reason: CloseReason | None = CloseReason.SHUTDOWN if draining else None
 
     # --- state, for the server -------------------------------------------------------------
@@ -147,7 +152,9 @@ class SocketmapConnection(asyncio.Protocol):
         """Answer the requests that have arrived, then close.
 
         "Arrived" includes bytes still in the kernel's receive queue: they are read and
-        answered. A connection with nothing to answer closes at once.
+        answered. A connection with nothing to answer closes at once, unless its client has
+        not sent a single byte yet: it connected before the socket was removed and is about to
+        send its first request, which it gets ``FIRST_REQUEST_GRACE`` seconds to do.
         """
         self._close_reason = self._close_reason or CloseReason.SHUTDOWN
         self._draining = True
@@ -158,8 +165,19 @@ class SocketmapConnection(asyncio.Protocol):
             return  # the turn in progress closes it once everything is answered
         if self._reading_paused:
             self._resume_reading()
-        if self._bytes_in_kernel() == 0:
+        if self._bytes_in_kernel() > 0:
+            return  # data_received and the turns answer it, then close
+        if self._spoken:
             transport.close()  # after the replies already written
+        else:
+            assert self._loop is not None  # noqa: S101 - set in connection_made
+            self._loop.call_later(FIRST_REQUEST_GRACE, self._close_if_silent)
+
+    def _close_if_silent(self) -> None:
+        """At shutdown: a client that never sent its first request in time is closed."""
+        transport = self._transport
+        if transport is not None and not self._spoken and not transport.is_closing():
+            transport.close()
 
     def expire(self) -> None:
         """Close a connection that made no progress for the idle timeout."""
@@ -193,6 +211,7 @@ class SocketmapConnection(asyncio.Protocol):
         self._owner.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
+        self._spoken = True
         self._session.feed(data)
         if not self._turn_scheduled and not self._writing_paused:
             self._take_turn()

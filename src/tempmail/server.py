@@ -540,13 +540,15 @@ class Server:
                     self.stop()
 
     async def _shut_down(self) -> None:
-        self._drained = anyio.Event()
         await self._stop_listening()
         # Each connection answers what has arrived (what it buffered and what the kernel holds
         # for it), then closes itself; one that does not read its replies is aborted after
         # SHUTDOWN_TIMEOUT.
         for connection in list(self._connections):
             connection.begin_shutdown()
+        # Only now: the set may have been empty for a moment while the listeners stopped, and
+        # an event set then would end the wait before the connections accepted last.
+        self._drained = anyio.Event()
         if self._connections:
             with anyio.move_on_after(SHUTDOWN_TIMEOUT):
                 await self._drained.wait()
@@ -566,12 +568,13 @@ class Server:
         for bound in self._bound:
             bound.unlink()  # first: new clients now fail fast (and Postfix retries later)
         # Clients already in the listen backlog have connected and may have sent a request:
-        # accept them too, answer what they sent, then close.
+        # accept them too, answer what they sent, then close. Until the backlog is found
+        # empty: a connect() under way when the name went may complete while we serve.
         for bound in self._bound:
-            for sock in bound.accept_pending():
-                await self._serve(sock, self._new_connection(draining=True))
-        for bound in self._bound:
-            bound.close()
+            while pending := bound.accept_pending():
+                for sock in pending:
+                    await self._serve(sock, self._new_connection(draining=True))
+            bound.close()  # no await since the backlog was found empty
 
 
 def oldest_valid_date(config: Config, now: float) -> dt.date:
