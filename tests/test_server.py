@@ -284,6 +284,30 @@ def test_missing_socket_directory_advice_in_a_container() -> None:
     assert runtime.in_container({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
 
 
+def test_a_socket_directory_that_cannot_be_written_names_the_fix() -> None:
+    """Permission denied or a read-only file system: on a host, in a container."""
+    denied = PermissionError(13, "Permission denied")
+    read_only = OSError(30, "Read-only file system")
+    where = Path("/run/tempmail")
+    uid, gid = os.geteuid(), os.getegid()
+    user = pwd.getpwuid(uid).pw_name
+    assert listeners._directory_fix(where, denied, container=False) == (
+        f"the server runs as {user} and must be able to enter and write /run/tempmail (e.g. "
+        f"'chown {user} /run/tempmail && chmod u+rwx /run/tempmail')"
+    )
+    assert listeners._directory_fix(where, denied, container=True) == (
+        f"this container runs as uid {uid}: the volume at /run/tempmail must let it enter and "
+        f"write (owned by uid {uid}, or group {gid} with mode 0770; in Kubernetes, "
+        f"fsGroup: {gid})"
+    )
+    assert listeners._directory_fix(where, read_only, container=True) == (
+        "mount a volume at /run/tempmail (the socket is created there)"
+    )
+    assert listeners._directory_fix(where, read_only, container=False) == (
+        "mount a writable file system at /run/tempmail (the socket is created there)"
+    )
+
+
 def test_closing_never_removes_a_successors_socket(short_dir: Path) -> None:
     path = short_dir / "s.sock"
     old = listeners.bind(settings(path))
@@ -311,7 +335,10 @@ def test_a_socket_directory_that_is_a_file(short_dir: Path) -> None:
     (short_dir / "file").write_text("not a directory")
     with pytest.raises(ServerError) as caught:
         listeners.bind(settings(short_dir / "file" / "s.sock"))
-    assert str(caught.value) == f"socket.path: cannot open {short_dir}/file: Not a directory"
+    assert str(caught.value) == (
+        f"socket.path: cannot open {short_dir}/file: Not a directory; {short_dir}/file is not "
+        "a directory: socket.path must name a file in a directory"
+    )
 
 
 def test_systemd_passing_a_malformed_socket_count() -> None:

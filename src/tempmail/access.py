@@ -52,7 +52,7 @@ class Denied:
             Permission.WRITE: "write to",
         }[self.permission]
         mode = stat.S_IMODE(self.info.st_mode)
-        owner = f"{_user_name(self.info.st_uid)}:{_group_name(self.info.st_gid)}"
+        owner = f"{user_name(self.info.st_uid)}:{_group_name(self.info.st_gid)}"
         return f"{self.user} may not {verb} {self.path} (mode {mode:04o}, owner {owner})"
 
 
@@ -99,7 +99,8 @@ class Account:
         return None if info.st_mode & bit else Denied(self.name, path, permission, info)
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The name of ``uid``, or the number when it has none here (common in containers)."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

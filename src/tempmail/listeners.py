@@ -153,25 +153,31 @@ def bind_unix(
         )
         raise ServerError(advice) from None
     except OSError as exc:
-        raise ServerError(f"socket.path: cannot open {path.parent}: {exc.strerror}") from None
+        problem = _directory_problem(path.parent, exc, container=runtime.in_container(environ))
+        raise ServerError(f"socket.path: cannot open {path.parent}: {problem}") from None
     try:
         _remove_stale(path)
         uid = _resolve_id("socket.owner", settings.owner, _uid)
         gid = _resolve_id("socket.group", settings.group, _gid)
-        sock = _bind_privately(directory, path, settings.mode, uid, gid)
+        sock = _bind_privately(
+            directory, path, settings.mode, uid, gid, container=runtime.in_container(environ)
+        )
     finally:
         os.close(directory)
     return Bound(sock, f"unix:{path}", path)
 
 
-def _bind_privately(directory: int, path: Path, mode: int, uid: int, gid: int) -> socket.socket:
+def _bind_privately(  # noqa: PLR0913 - the socket's settings, unpacked
+    directory: int, path: Path, mode: int, uid: int, gid: int, *, container: bool
+) -> socket.socket:
     """Bind, set up and listen in a private directory, then link the socket to ``path``."""
     private_name = f".{path.name}.{secrets.token_hex(8)}"
     try:
         os.mkdir(private_name, 0o700, dir_fd=directory)
     except OSError as exc:
+        problem = _directory_problem(path.parent, exc, container=container)
         raise ServerError(
-            f"socket.path: cannot create the socket in {path.parent}: {exc.strerror}"
+            f"socket.path: cannot create the socket in {path.parent}: {problem}"
         ) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     private = -1
@@ -217,6 +223,35 @@ def _bind_privately(directory: int, path: Path, mode: int, uid: int, gid: int) -
 
 #: The socket's name inside the private directory it is bound in.
 _BOUND_NAME: Final = "s"
+
+
+def _directory_problem(directory: Path, exc: OSError, *, container: bool) -> str:
+    """Why ``directory`` cannot hold the socket (``exc``) and, where we know it, the fix."""
+    fix = _directory_fix(directory, exc, container=container)
+    return f"{exc.strerror}; {fix}" if fix else str(exc.strerror)
+
+
+def _directory_fix(directory: Path, exc: OSError, *, container: bool) -> str | None:
+    """How to make ``directory`` usable for the socket, after ``exc``, if we know."""
+    uid, gid = os.geteuid(), os.getegid()
+    if exc.errno == errno.ENOTDIR:
+        return f"{directory} is not a directory: socket.path must name a file in a directory"
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return None
+    if exc.errno == errno.EROFS:
+        where = "a volume" if container else "a writable file system"
+        return f"mount {where} at {directory} (the socket is created there)"
+    if container:
+        return (
+            f"this container runs as uid {uid}: the volume at {directory} must let it enter and "
+            f"write (owned by uid {uid}, or group {gid} with mode 0770; in Kubernetes, "
+            f"fsGroup: {gid})"
+        )
+    user = access.user_name(uid)
+    return (
+        f"the server runs as {user} and must be able to enter and write {directory} (e.g. "
+        f"'chown {user} {directory} && chmod u+rwx {directory}')"
+    )
 
 
 def missing_directory_advice(directory: Path, service_user: str | None, *, container: bool) -> str:

@@ -436,12 +436,18 @@ def test_missing_socket_directory_is_a_clear_error(stack: Stack) -> None:
     [
         pytest.param(
             0o755,
-            "tempmail: socket.path: cannot create the socket in /run/tempmail: Permission denied",
+            "tempmail: socket.path: cannot create the socket in /run/tempmail: Permission "
+            "denied; this container runs as uid 10001: the volume at /run/tempmail must let it "
+            "enter and write (owned by uid 10001, or group 10001 with mode 0770; in "
+            "Kubernetes, fsGroup: 10001)",
             id="not-writable",
         ),
         pytest.param(
             0o700,
-            "tempmail: socket.path: cannot open /run/tempmail: Permission denied",
+            "tempmail: socket.path: cannot open /run/tempmail: Permission denied; this "
+            "container runs as uid 10001: the volume at /run/tempmail must let it enter and "
+            "write (owned by uid 10001, or group 10001 with mode 0770; in Kubernetes, "
+            "fsGroup: 10001)",
             id="not-searchable",
         ),
     ],
