@@ -13,7 +13,7 @@ from tempmail.access import Account, Permission
 #: A uid and a gid that no passwd or group entry names, so their names are the numbers.
 UID, GID = 54_321, 54_322
 #: A user who is neither the owner nor in the group of the tree below: "others".
-STRANGER = Account("stranger", 54_400, frozenset({54_400}))
+STRANGER = Account("stranger", 54_400, 54_400, frozenset({54_400}))
 
 
 @pytest.fixture
@@ -44,14 +44,14 @@ def test_root_may_do_everything(tree: Path) -> None:
 
 
 def test_the_owner_bits_apply_to_the_owner(tree: Path) -> None:
-    owner = Account("owner", UID, frozenset({UID}))
+    owner = Account("owner", UID, UID, frozenset({UID}))
     assert owner.denied(tree / "file", Permission.WRITE) is None
     denied = owner.denied(tree / "file", Permission.SEARCH)
     assert str(denied) == f"owner may not enter {tree}/file (mode 0640, owner {UID}:{GID})"
 
 
 def test_the_group_bits_apply_to_members_of_the_group(tree: Path) -> None:
-    member = Account("member", 54_401, frozenset({54_401, GID}))
+    member = Account("member", 54_401, 54_401, frozenset({54_401, GID}))
     assert member.denied(tree / "file", Permission.READ) is None
     denied = member.denied(tree / "file", Permission.WRITE)
     assert str(denied) == f"member may not write to {tree}/file (mode 0640, owner {UID}:{GID})"

@@ -58,10 +58,11 @@ class Denied:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A user as the kernel sees it after initgroups(): uid and all its groups."""
+    """A user as the kernel sees it after initgroups(): uid, primary gid and all its groups."""
 
     name: str
     uid: int
+    gid: int
     groups: frozenset[int]
 
     @classmethod
@@ -72,7 +73,7 @@ class Account:
         except KeyError:
             return None
         groups = frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return cls(entry.pw_name, entry.pw_uid, groups)
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
 
     def denied(self, path: Path, permission: Permission) -> Denied | None:
         """Where this user is stopped on the way to ``permission`` on ``path``, or None."""

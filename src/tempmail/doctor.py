@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 
 from tempmail import generate, postfix
+from tempmail.access import Account
 from tempmail.errors import PostfixUnavailable
-from tempmail.mail_owner import Account, ProbeResult, probe
+from tempmail.mail_owner import ProbeResult, probe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

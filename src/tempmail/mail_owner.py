@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import select
 import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from tempmail.access import Account
 from tempmail.client import Client
 from tempmail.errors import TempmailError
 
@@ -34,26 +34,6 @@ PROBE_KEY: Final = "tempmail-check@check.invalid"
 PROBE_TIMEOUT: Final = 30.0
 #: What one probe child may report (a short status line).
 _PROBE_REPLY_LIMIT: Final = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A user as Postfix's daemons become it: uid, primary gid, all groups."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-    @classmethod
-    def named(cls, name: str) -> Account | None:
-        """The user ``name``, or None if there is none."""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            return None
-        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
 
 
 @dataclass(frozen=True, slots=True)
