@@ -860,3 +860,13 @@ def test_a_secret_given_as_a_secret_file_is_not_logged_at_reload(
         assert running.reload() is False
     assert "identities.default.secret_file: cannot read the secret file" in caplog.text
     assert PASTED_SECRET not in caplog.text
+
+
+def test_a_publish_path_through_a_symlink_loop_is_no_crash(tmp_path: Path) -> None:
+    """Comparing publish paths with the config's own follows symlinks; a loop is no error."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    data = {**config_data(), "publish": {"file": str(tmp_path / "a")}}
+    loaded = config.parse(data, path=tmp_path / "config.toml", environ={})
+    assert loaded.publish.file == tmp_path / "a"
+

@@ -458,14 +458,15 @@ def _publish(table: _Table, protected: list[Path]) -> PublishSettings:
     else:
         mode = int(mode_text, 8)
     # Writing over the configuration or a secret would lose it (and publish nothing useful).
-    # resolve(): a symlink or ".." does not hide that two names are one file.
-    taken = {p.resolve(): "the configuration file or a secret file" for p in protected}
+    # realpath: a symlink or ".." does not hide that two names are one file. Not
+    # Path.resolve(), which raises on a symlink loop or one that vanishes while it is followed.
+    taken = {_real(p): "the configuration file or a secret file" for p in protected}
     paths: dict[str, Path] = {}
     for key in ("file", "json"):
         path = table.path(key)
         if path is None:
             continue
-        where = path.resolve()
+        where = _real(path)
         if where in taken:
             table.problem(key, f"{path} is {taken[where]}; publish to a file of its own")
         else:
@@ -473,6 +474,18 @@ def _publish(table: _Table, protected: list[Path]) -> PublishSettings:
             taken[where] = f"also publish.{key}"
     table.done()
     return PublishSettings(file=paths.get("file"), json=paths.get("json"), mode=mode)
+
+
+def _real(path: Path) -> Path:
+    """The path with every symlink and ".." followed as far as they lead; never raises.
+
+    A link that changes while it is followed (realpath's lstat and readlink are two calls)
+    leaves the path as written: this is a comparison, and publishing never follows a link.
+    """
+    try:
+        return Path(os.path.realpath(path))
+    except OSError:
+        return path.absolute()
 
 
 def _identities(
