@@ -8,6 +8,7 @@ Helpers that tests import are in helpers.py.
 from __future__ import annotations
 
 import grp
+import logging
 import pwd
 import secrets
 import subprocess
@@ -28,6 +29,16 @@ pytest_plugins = ["installs"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def restore_tempmail_logger() -> Iterator[None]:
+    """Tests that run `tempmail serve` in process reconfigure the 'tempmail' logger (level,
+    handler, propagation): put it back, so that no test sees another's logging."""
+    logger = logging.getLogger("tempmail")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture

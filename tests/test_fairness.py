@@ -144,7 +144,8 @@ def test_bogus_tagged_keys_do_not_stall_other_clients(
         f"\nnext to bogus {code_digits}-digit tagged keys: p50 "
         f"{statistics.median(busy) * 1e3:.2f} ms, p99 {p99(busy) * 1e3:.2f} ms"
     )
-    assert p99(busy) < (0.050 if legacy else 0.025)
+    # Before 2.0 the other client waited seconds; a busy CI machine adds tens of ms.
+    assert p99(busy) < (0.100 if legacy else 0.025)
 
 
 def _fill(sock: socket.socket, data: bytes) -> None:

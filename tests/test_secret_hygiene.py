@@ -23,7 +23,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +58,6 @@ def assert_no_secret(text: str, secret: str = SECRET) -> None:
     ]
     found = [form for form in forms if form.lower() in text.lower()]
     assert not found, f"secret material {found} in output:\n{text}"
-
-
-@pytest.fixture
-def keep_logging() -> Iterator[None]:
-    """``tempmail serve`` reconfigures the 'tempmail' logger; put it back afterwards."""
-    logger = logging.getLogger("tempmail")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _config_file(directory: Path, mode: int = 0o600, **server: Any) -> Path:
@@ -508,7 +498,6 @@ def test_serve_as_root_without_a_user_exits_with_a_config_error(
     short_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    keep_logging: None,
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(os, "setuid", _forbidden)
