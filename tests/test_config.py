@@ -869,4 +869,3 @@ def test_a_publish_path_through_a_symlink_loop_is_no_crash(tmp_path: Path) -> No
     data = {**config_data(), "publish": {"file": str(tmp_path / "a")}}
     loaded = config.parse(data, path=tmp_path / "config.toml", environ={})
     assert loaded.publish.file == tmp_path / "a"
-
