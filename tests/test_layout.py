@@ -28,7 +28,8 @@ def test_every_module_of_the_package_is_named() -> None:
         if path.name not in {"__init__.py", "__main__.py"}
     )
     assert [name for name in modules if f"`{name}`" not in section] == []
-    assert "`cli/`" in section
+    subpackages = sorted(path.parent.name for path in package.glob("*/__init__.py"))
+    assert [name for name in subpackages if f"`{name}/`" not in section] == []
 
 
 def test_every_folder_of_the_repository_is_named() -> None:
@@ -43,5 +44,6 @@ def test_every_folder_of_the_repository_is_named() -> None:
         and (not path.name.startswith(".") or path.name == ".ci")
     )
     assert [name for name in folders if f"`{name}/`" not in section] == []
-    named = set(re.findall(r"`([.\w]+)/`", section)) - {"cli", "integration"}
+    subpackages = {path.parent.name for path in (REPO / "src" / "tempmail").glob("*/__init__.py")}
+    named = set(re.findall(r"`([.\w]+)/`", section)) - subpackages - {"integration"}
     assert sorted(name for name in named if not (REPO / name).is_dir()) == []

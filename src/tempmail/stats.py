@@ -35,7 +35,7 @@ class Stats:
     config_loaded_at: float = 0.0  # epoch seconds when that configuration was loaded
     # Whether the most recent reload (SIGHUP or a changed file) succeeded; when it failed, the
     # previous configuration keeps serving and last_reload_error says why (no secret, no path
-    # given for a secret: see config.py).
+    # given for a secret: see config/identities.py).
     last_reload_ok: bool = True
     last_reload_error: str = ""
     publish_failures: int = 0  # [publish] files that could not be written (retried each tick)

@@ -1,8 +1,8 @@
 """The status request: what a running server serves, checked end to end, for health probes.
 
 A client sends the request ``_status KEY`` (any key) on the lookup socket. ``_status`` can never
-be a configured map name (config.py requires a letter or digit first), so Postfix never asks it
-and no sender can reach it through Postfix. The reply is ``OK`` with one line of JSON:
+be a configured map name (config/loading.py requires a letter or digit first), so Postfix never
+asks it and no sender can reach it through Postfix. The reply is ``OK`` with one line of JSON:
 
 * ``map_name``, ``version``, ``pid``;
 * ``config``: the generation being served (1 at start, +1 per successful reload), when it was
