@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: The work one turn should take at most, in seconds: about how long another client's lookup
 #: may wait per busy connection.
 TURN_TIME: Final = 0.0005
+#: The longest netstring prefix of a request ("100000:") and its terminating comma.
+MAX_LENGTH_PREFIX: Final = 8
 #: At shutdown, how long a client that connected but has not sent a byte yet has for its first
 #: request (it connected before the socket was removed; Postfix sends at once, a client on a
 #: busy machine may be descheduled for a while).
@@ -107,6 +109,10 @@ class SocketmapConnection(asyncio.Protocol):
         self._reported_held = 0
         self._turn_requests = TURN_REQUESTS  # requests per turn, shortened while turns are slow
         self._spoken = False  # whether the client has sent anything at all
+        # Whether a partial request alone may hold enough to be worth a report to the owner.
+        self._partials_matter = (
+            ref.handler.config.server.max_query_length + MAX_LENGTH_PREFIX >= HELD_REPORT_STEP
+        )
         self._close_reason: CloseReason | None = CloseReason.SHUTDOWN if draining else None
 
     # --- state, for the server -------------------------------------------------------------
@@ -245,7 +251,8 @@ class SocketmapConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        started = self._monotonic()
+        monotonic = self._monotonic
+        started = monotonic()
         try:
             replies, next_step = self._session.answer(self._clock(), self._turn_requests)
         except Exception:
@@ -256,12 +263,23 @@ class SocketmapConnection(asyncio.Protocol):
             return
         if replies:
             transport.write(replies)
-            self._last_active = self._monotonic()
-            self._fit_turn(self._last_active - started)
+            self._last_active = finished = monotonic()
+            if finished - started > TURN_TIME or self._turn_requests < TURN_REQUESTS:
+                self._fit_turn(finished - started)
+        if next_step is Next.READ and not (self._draining or self._reading_paused):
+            # The common case, a lookup answered and nothing left: nothing held worth a report
+            # unless something was before (a partial request is short, see __init__).
+            if self._reported_held or self._partials_matter or transport.get_write_buffer_size():
+                self._report_held()
+            return
+        self._after_turn(next_step, transport)
+
+    def _after_turn(self, next_step: Next, transport: asyncio.Transport) -> None:
+        """Close, resume reading, or queue the next turn; then report what is held."""
         if next_step is Next.CLOSE or (next_step is Next.READ and self._draining):
             transport.close()  # after the replies are written
         elif next_step is Next.READ:
-            if self._reading_paused and not self._writing_paused:
+            if not self._writing_paused:
                 self._resume_reading()
         elif not self._writing_paused:  # Next.ANSWER_MORE: yield to the other connections
             self._pause_reading()
