@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tempmail import __version__
+from tempmail import version
 from tempmail.errors import ServerError
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class StatsCollector(Collector):
             value=self._valid_addresses,
         )
         build = GaugeMetricFamily("tempmail_build_info", "The running version.", labels=["version"])
-        build.add_metric([__version__], 1)
+        build.add_metric([version()], 1)
         yield build
         yield from _descriptors()
 

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from tempmail import __version__, generate, socketmap
+from tempmail import generate, socketmap, version
 from tempmail.socketmap import Status
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def report(config: Config, resolver: Resolver, stats: Stats, now: float) -> dict
     """The status of a server serving ``config``, as a JSON-ready dictionary."""
     health = {h.name: h.ok for h in self_test(config, resolver, now)}
     return {
-        "version": __version__,
+        "version": version(),
         "pid": os.getpid(),
         "map_name": config.server.map_name,
         "config": {

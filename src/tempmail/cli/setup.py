@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from tempmail import __version__
+from tempmail import version
 from tempmail.cli._common import EX_NOINPUT, EX_OK, PROG, error
 from tempmail.cli._files import Access, create, directory, refuse_existing, remove
 from tempmail.errors import CannotCreate, ConfigError, UsageError
@@ -310,6 +310,6 @@ def _unreachable(user: pwd.struct_passwd, files: list[Path]) -> list[str]:
 def _toml(data: dict[str, Any]) -> str:
     import tomli_w  # noqa: PLC0415
 
-    header = f"# tempmail configuration, written by tempmail {__version__}.\n"
+    header = f"# tempmail configuration, written by tempmail {version()}.\n"
     header += "# Every key is documented in config.toml.example.\n\n"
     return header + tomli_w.dumps(data)
