@@ -12,13 +12,16 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from harness import RunningServer, identity, one_identity
+
+T = TypeVar("T")
 
 #: A secret with spaces, a dollar and non-ASCII, so every test exercises the hard cases.
 SECRET = "correct horse $battery staple ü"
@@ -82,3 +85,18 @@ def as_user(user: pwd.struct_passwd, *command: str) -> subprocess.CompletedProce
         text=True,
         check=False,
     )
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll ``check`` (a server's state, a container, a mailbox) until it returns something
+    truthy; return that, or raise TimeoutError naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout} s: {what or check}")
+        time.sleep(interval)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,15 +72,6 @@ def still_open(client: Client, ident: Identity) -> bool:
     client.send_raw(request(addresses(ident)[0]))
     expected = ok(ident.recipient)
     return client.read_exactly(len(expected)) == expected
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` (server state changes in another thread) until true or fail."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.005)
 
 
 def task_count(running: RunningServer) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import RunningServer
-from helpers import RECIPIENT, FakeClock, StartServer, config_data
+from helpers import RECIPIENT, FakeClock, StartServer, config_data, wait_until
 from helpers_hostile import (
     NOTFOUND,
     addresses,
@@ -34,7 +34,6 @@ from helpers_hostile import (
     request,
     settled,
     task_count,
-    wait_until,
 )
 from tempmail import config as config_module
 from tempmail import listeners

@@ -16,7 +16,7 @@ import signal
 import socket
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ServerProcess, serving_config, write_config
-from helpers import SECRET, config_data
+from helpers import SECRET, config_data, wait_until
 from tempmail import schemes
 from tempmail.client import Client
 from tempmail.socketmap import Status
@@ -195,13 +195,6 @@ def test_a_metrics_flood_beyond_the_open_file_limit_does_not_hurt_lookups(
     assert status == 0, serving.log
     assert "Traceback" not in serving.log
     assert not (short_dir / "tm.sock").exists()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_metrics_accept_survives_emfile(short_dir: Path) -> None:

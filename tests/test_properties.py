@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import RECIPIENT, FakeClock, StartServer, config_data
+from helpers import RECIPIENT, FakeClock, StartServer, config_data, wait_until
 from helpers_hostile import (
     NOW,
     addresses,
@@ -24,7 +24,6 @@ from helpers_hostile import (
     parse_replies,
     request,
     settled,
-    wait_until,
 )
 from tempmail import generate, netstring, socketmap
 from tempmail.config import parse

@@ -44,17 +44,16 @@ import shlex
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from helpers import wait_until
+
 from . import readme
 from .engine import LABELS, REPO, VERSION
-
-T = TypeVar("T")
 
 #: Built by .ci/build-images.sh from images/debian-host/Containerfile.
 HOST_IMAGE = os.environ.get("TEMPMAIL_HOST_IMAGE", f"localhost/tempmail-test-host:{VERSION}")
@@ -98,20 +97,6 @@ class Result:
 
     def describe(self, what: str) -> str:
         return f"{what}: exit {self.exit_code}\nstdout: {self.stdout}\nstderr: {self.stderr}"
-
-
-def wait_until(
-    check: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.1
-) -> T:
-    """Poll ``check`` until it returns something truthy, or raise HostError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise HostError(f"not within {timeout} s: {what}")
-        time.sleep(interval)
 
 
 def build_wheelhouse(directory: Path) -> tuple[Path, Path]:
@@ -211,7 +196,7 @@ class DebianHost:
         return f"\nSubject: {subject}\n" in self.read(MAILBOX)
 
     def wait_delivered(self, subject: str) -> None:
-        wait_until(lambda: self.delivered(subject), f"{subject!r} in {MAILBOX}")
+        wait_until(lambda: self.delivered(subject), what=f"{subject!r} in {MAILBOX}")
 
     def smtp_ready(self) -> bool:
         script = "exec 3<>/dev/tcp/127.0.0.1/25 && head -c 3 <&3"
@@ -286,7 +271,7 @@ def start_plain(client: Any, sdist: Path, wheels: Path) -> DebianHost:
         # The host's Postfix, logging to a file (there is no syslog daemon in the container).
         host.run(["postconf", "-e", "maillog_file = /var/log/mail.log"])
         host.run(["postfix", "start"])
-        wait_until(host.smtp_ready, "Postfix's SMTP banner")
+        wait_until(host.smtp_ready, what="Postfix's SMTP banner")
     except BaseException:
         host.close()
         raise
@@ -297,8 +282,8 @@ def start_systemd(client: Any, sdist: Path, wheels: Path) -> DebianHost:
     """A host booted with systemd as PID 1 (see the module docstring for the options)."""
     host = _run(client, sdist, wheels, SYSTEMD_OPTIONS, ["/lib/systemd/systemd"])
     try:
-        wait_until(host.booted, "systemd reaching 'running'", timeout=60)
-        wait_until(host.smtp_ready, "Postfix's SMTP banner")
+        wait_until(host.booted, what="systemd reaching 'running'", timeout=60)
+        wait_until(host.smtp_ready, what="Postfix's SMTP banner")
     except BaseException:
         host.close()
         raise

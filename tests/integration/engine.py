@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
@@ -44,20 +40,6 @@ def missing_prerequisite(message: str) -> None:
     if os.environ.get("TEMPMAIL_REQUIRE_ALL") == "1":
         pytest.fail(message + " (TEMPMAIL_REQUIRE_ALL=1: nothing may be skipped)")
     pytest.skip(message)
-
-
-def wait_until(
-    check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1, what: str = ""
-) -> T:
-    """Poll ``check`` until it returns something truthy; return that, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what or check}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

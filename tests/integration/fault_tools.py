@@ -29,7 +29,9 @@ from typing import Any, Literal, Self
 import docker
 import docker.errors
 
-from .engine import LABELS, missing_prerequisite, wait_until
+from helpers import wait_until
+
+from .engine import LABELS, missing_prerequisite
 from .postfix_container import sendmail_in
 from .sending import SENDER, Smtp, unique_subject
 from .sidecar import SIDECAR_SOCKET_DIR

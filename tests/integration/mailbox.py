@@ -14,7 +14,7 @@ from typing import Any
 
 import docker.errors
 
-from .engine import wait_until
+from helpers import wait_until
 
 #: The Maildir of user@localhost, the permanent recipient in the example Postfix image.
 MAILDIR = "/home/user/Maildir"

@@ -21,7 +21,9 @@ import docker.errors
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from .engine import LABELS, wait_until
+from helpers import wait_until
+
+from .engine import LABELS
 from .sending import SENDER, make_message
 
 #: Where Postfix sees the shared socket volume.

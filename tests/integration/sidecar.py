@@ -28,8 +28,10 @@ import tomli_w
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
+from helpers import wait_until
+
 from .addresses import address_of, wait_past_midnight, zone_of
-from .engine import LABELS, wait_until
+from .engine import LABELS
 
 #: The sidecar image's fixed uid/gid (container/Containerfile).
 TEMPMAIL_UID = 10001

@@ -36,11 +36,11 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used
 
-from helpers import require_tool
+from helpers import require_tool, wait_until
 from tempmail import config as config_module
 
 from .addresses import address_of, wait_past_utc_midnight
-from .engine import LABELS, REPO, Images, missing_prerequisite, wait_until
+from .engine import LABELS, REPO, Images, missing_prerequisite
 from .mailbox import maildir_messages
 from .operator_steps import (
     ACCEPTED,

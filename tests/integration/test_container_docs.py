@@ -27,9 +27,11 @@ from typing import Any
 import docker.errors
 import pytest
 
+from helpers import wait_until
+
 from . import readme
 from .addresses import wait_past_utc_midnight
-from .engine import LABELS, Images, free_port, missing_prerequisite, wait_until
+from .engine import LABELS, Images, free_port, missing_prerequisite
 from .mailbox import maildir_messages
 from .operator_steps import (
     ACCEPTED,

@@ -30,8 +30,9 @@ import docker
 import docker.errors
 import pytest
 
+from helpers import wait_until
+
 from .addresses import address_of
-from .engine import wait_until
 from .fault_tools import (
     ChaosRun,
     ClientResult,

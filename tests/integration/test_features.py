@@ -13,8 +13,9 @@ from typing import Any
 import docker
 import pytest
 
+from helpers import wait_until
+
 from .addresses import address_of, wait_past_utc_midnight
-from .engine import wait_until
 from .mailbox import MAILDIR, Mailbox, subject_counts
 from .postfix_container import sendmail_in
 from .sending import unique_subject

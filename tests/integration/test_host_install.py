@@ -13,9 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import wait_until
+
 from . import debian_host
 from .addresses import wait_past_utc_midnight
-from .debian_host import RECIPIENT, SERVE_LOG, SOCKET, SOCKETMAP, DebianHost, wait_until
+from .debian_host import RECIPIENT, SERVE_LOG, SOCKET, SOCKETMAP, DebianHost
 from .engine import Images
 
 pytestmark = pytest.mark.containers
@@ -33,7 +35,7 @@ def host(docker_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Ite
         for step in ("host-install", "host-user", "host-config", "host-postfix"):
             host.readme(step)
         host.readme_in_background("host-serve", SERVE_LOG)
-        wait_until(lambda: "listening on" in host.read(SERVE_LOG), "tempmail serve listening")
+        wait_until(lambda: "listening on" in host.read(SERVE_LOG), what="tempmail serve listening")
         yield host
     except BaseException:
         print(host.logs())
@@ -116,7 +118,7 @@ def test_a_new_secret_is_picked_up_without_a_restart(host: DebianHost) -> None:
     assert new_today != old_today
     wait_until(
         lambda: host.postmap(new_today).stdout == RECIPIENT + "\n",
-        "the server serving the new secret (server.reload_on_change)",
+        what="the server serving the new secret (server.reload_on_change)",
         timeout=15,
     )
     assert host.smtp(new_today, "host-new-secret") == (250, "250")
@@ -147,6 +149,6 @@ def test_tempmail_reload_reports_the_servers_verdict(host: DebianHost) -> None:
 def test_stop_removes_the_socket(host: DebianHost) -> None:
     """SIGTERM (Ctrl-C's sibling): the server, no longer root, removes its socket on the way out."""
     host.run(["pkill", "-TERM", "-u", "tempmail", "-x", "tempmail"])
-    wait_until(lambda: not server_pids(host), "tempmail serve exiting")
+    wait_until(lambda: not server_pids(host), what="tempmail serve exiting")
     assert host.run(["test", "-e", SOCKET], check=False).exit_code == 1, host.logs()
     assert host.smtp("00000000@example.org")[0] == 451  # Postfix defers, never bounces

@@ -21,11 +21,12 @@ from typing import Any, Self
 import kubernetes_validate
 import pytest
 
+from helpers import wait_until
 from tempmail.client import Client
 from tempmail.socketmap import Status
 
 from .addresses import address_of, wait_past_utc_midnight
-from .engine import REPO, Images, missing_prerequisite, wait_until
+from .engine import REPO, Images, missing_prerequisite
 from .mailbox import maildir_messages
 from .operator_steps import postfix_config_for
 from .pod import Pod, container_environment, find, load_manifests

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from .engine import wait_until
+from helpers import wait_until
+
 from .postfix_container import POSTFIX_SOCKET_DIR
 from .sending import unique_subject
 from .sidecar import TEMPMAIL_UID

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require_tool
+from helpers import require_tool, wait_until
 
 from . import readme
 from .addresses import address_of, wait_past_utc_midnight
-from .engine import REPO, Images, free_port, missing_prerequisite, wait_until
+from .engine import REPO, Images, free_port, missing_prerequisite
 from .operator_steps import (
     ACCEPTED,
     POSTFIX_SOCKET,

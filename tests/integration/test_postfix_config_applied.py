@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from .engine import Images, wait_until
+from helpers import wait_until
+
+from .engine import Images
 from .postfix_container import unguarded_lines
 from .sending import unique_subject
 from .sidecar import DOMAIN, RECIPIENT, base_config, run_container

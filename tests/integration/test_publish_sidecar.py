@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require_tool
+from helpers import require_tool, wait_until
 
 from .addresses import wait_past_utc_midnight
-from .engine import LABELS, REPO, Images, missing_prerequisite, wait_until
+from .engine import LABELS, REPO, Images, missing_prerequisite
 from .operator_steps import new_secret, run, write_secret_directory
 from .sidecar import TEMPMAIL_UID
 

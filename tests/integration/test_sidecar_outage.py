@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .engine import wait_until
+from helpers import wait_until
+
 from .sending import unique_subject
 from .sidecar import RECIPIENT
 from .stack import Stack

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import wait_until
+
 from . import debian_host, readme
 from .addresses import wait_past_utc_midnight
-from .debian_host import RECIPIENT, SOCKET, DebianHost, wait_until
+from .debian_host import RECIPIENT, SOCKET, DebianHost
 from .engine import REPO, Images
 
 pytestmark = pytest.mark.containers
@@ -235,7 +237,7 @@ def test_a_killed_service_is_restarted(host: DebianHost) -> None:
         now = service(host, "MainPID", "SubState")
         return now["MainPID"] not in {before["MainPID"], "0"} and now["SubState"] == "running"
 
-    wait_until(restarted, "a new process after RestartSec=2s", timeout=15)
+    wait_until(restarted, what="a new process after RestartSec=2s", timeout=15)
     after = service(host, "MainPID", "NRestarts")
     assert after["MainPID"] != before["MainPID"]
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
@@ -248,7 +250,7 @@ def test_a_new_secret_is_picked_up_under_protect_system_strict(host: DebianHost)
     pid = service(host, "MainPID")
     host.sh(f"printf '%s\\n' {secrets.token_urlsafe(32)} > /etc/tempmail/secret")
     new_today, _ = host.addresses()
-    wait_until(lambda: resolves(host, new_today), "the new secret being served", timeout=15)
+    wait_until(lambda: resolves(host, new_today), what="the new secret being served", timeout=15)
     assert host.postmap(old_today).stdout == ""
     assert service(host, "MainPID") == pid
     assert host.smtp(new_today, "systemd-new-secret") == (250, "250")
