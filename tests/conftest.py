@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness import InProcessServers, RunningServer
-from helpers import StartServer, config_data, require_root, require_tool
+from helpers import ScriptedServers, StartServer, config_data, require_root, require_tool
 
 #: Fixtures of installed releases (the wheel in a fresh venv), for every test that needs one.
 pytest_plugins = ["installs"]
@@ -46,6 +46,14 @@ def short_dir() -> Iterator[Path]:
     """A short directory for unix sockets (AF_UNIX paths are limited to about 108 bytes)."""
     with tempfile.TemporaryDirectory(prefix="tm-") as name:
         yield Path(name)
+
+
+@pytest.fixture
+def scripted_server(short_dir: Path) -> Iterator[ScriptedServers]:
+    """Fake servers on unix sockets, each connection handled by a script (helpers.py)."""
+    servers = ScriptedServers(short_dir)
+    yield servers
+    servers.close()
 
 
 @pytest.fixture

@@ -11,10 +11,13 @@ import datetime as dt
 import os
 import pwd
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -100,3 +103,45 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {timeout} s: {what or check}")
         time.sleep(interval)
+
+
+#: What a scripted server does with each connection (what it returns is ignored).
+Script = Callable[[socket.socket], object]
+
+
+class ScriptedServers:
+    """Unix sockets whose connections are handled by a script: for replies no tempmail sends
+    (another server's, a broken one's). The ``scripted_server`` fixture closes them."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._listeners: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self, script: Script) -> str:
+        """A new socket whose every connection ``script`` handles, in turn; its target."""
+        path = self._directory / f"scripted{len(self._listeners)}.sock"
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        listener.listen()
+        self._listeners.append(listener)
+
+        def serve() -> None:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:  # closed by close()
+                    return
+                with connection:
+                    script(connection)
+
+        self._threads.append(threading.Thread(target=serve, daemon=True))
+        self._threads[-1].start()
+        return f"unix:{path}"
+
+    def close(self) -> None:
+        for listener in self._listeners:
+            listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for thread in self._threads:
+            thread.join(5)

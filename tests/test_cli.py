@@ -9,15 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import ServerProcess, write_config
-from helpers import RECIPIENT, SECRET, StartServer, config_data
+from helpers import RECIPIENT, SECRET, ScriptedServers, StartServer, config_data
 from tempmail import __version__, cli, config, netstring, schemes
 
 
@@ -214,31 +212,6 @@ def test_query_connection_failures(tmp_path: Path, capsys: pytest.CaptureFixture
     assert run(capsys, "query", "--map", "x")[0] == cli.EX_USAGE
 
 
-@pytest.fixture
-def fake_server(short_dir: Path) -> Iterator[tuple[str, list[bytes]]]:
-    """A unix socket server that answers every request with the next canned reply."""
-    path = short_dir / "fake.sock"
-    replies: list[bytes] = []
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
-    listener.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(1000)
-                conn.sendall(replies.pop(0))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"unix:{path}", replies
-    listener.close()
-
-
 @pytest.mark.parametrize(
     ("reply", "status", "message"),
     [
@@ -267,14 +240,17 @@ def fake_server(short_dir: Path) -> Iterator[tuple[str, list[bytes]]]:
     ],
 )
 def test_query_reports_temp_and_garbage(
-    fake_server: tuple[str, list[bytes]],
+    scripted_server: ScriptedServers,
     capsys: pytest.CaptureFixture[str],
     reply: bytes,
     status: int,
     message: str,
 ) -> None:
-    target, replies = fake_server
-    replies.append(reply)
+    def answer(connection: socket.socket) -> None:
+        connection.recv(1000)
+        connection.sendall(reply)
+
+    target = scripted_server.start(answer)
     assert run(capsys, "query", "a@b.c", "--socket", target, "--map", "m")[::2] == (
         status,
         message.format(target=target),

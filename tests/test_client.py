@@ -5,18 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import StartServer, config_data
+from helpers import ScriptedServers, StartServer, config_data
 from tempmail.client import Client, parse_target
 from tempmail.errors import ProtocolError
-
-#: What a fake server does with its one connection (what it returns is ignored).
-Script = Callable[[socket.socket], object]
 
 
 @pytest.mark.parametrize(
@@ -46,54 +41,25 @@ def test_no_server_is_an_oserror(short_dir: Path) -> None:
         Client(f"unix:{short_dir}/none")
 
 
-@pytest.fixture
-def fake_server(short_dir: Path) -> Iterator[Callable[[Script], str]]:
-    """A unix socket whose one connection is handled by a script: for replies no server sends."""
-    threads: list[threading.Thread] = []
-    listeners: list[socket.socket] = []
-
-    def start(script: Script) -> str:
-        path = short_dir / f"fake{len(listeners)}.sock"
-        listener = socket.socket(socket.AF_UNIX)
-        listener.bind(str(path))
-        listener.listen()
-        listeners.append(listener)
-
-        def serve() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                script(connection)
-
-        threads.append(threading.Thread(target=serve, daemon=True))
-        threads[-1].start()
-        return f"unix:{path}"
-
-    yield start
-    for thread in threads:
-        thread.join(5)
-    for listener in listeners:
-        listener.close()
-
-
-def test_a_server_that_closes_without_replying(fake_server: Callable[[Script], str]) -> None:
-    target = fake_server(lambda connection: connection.recv(100))
+def test_a_server_that_closes_without_replying(scripted_server: ScriptedServers) -> None:
+    target = scripted_server.start(lambda connection: connection.recv(100))
     with Client(target) as client, pytest.raises(ProtocolError) as caught:
         client.query("tempmail", "a@example.org")
     assert str(caught.value) == "the server closed the connection without replying"
 
 
 def test_read_exactly_says_what_arrived_before_the_close(
-    fake_server: Callable[[Script], str],
+    scripted_server: ScriptedServers,
 ) -> None:
-    target = fake_server(lambda connection: connection.sendall(b"9:NOT"))
+    target = scripted_server.start(lambda connection: connection.sendall(b"9:NOT"))
     with Client(target) as client, pytest.raises(ProtocolError) as caught:
         client.read_exactly(12)
     assert str(caught.value) == ("the server closed the connection after 5 of 12 bytes: b'9:NOT'")
 
 
-def test_raw_reads_refuse_to_skip_a_partial_reply(fake_server: Callable[[Script], str]) -> None:
+def test_raw_reads_refuse_to_skip_a_partial_reply(scripted_server: ScriptedServers) -> None:
     """Bytes of a reply already buffered cannot be read raw: they would be lost or doubled."""
-    target = fake_server(lambda connection: connection.sendall(b"9:NOTFOUND ,3:OK "))
+    target = scripted_server.start(lambda connection: connection.sendall(b"9:NOTFOUND ,3:OK "))
     with Client(target) as client:
         assert client.read_reply().status.value == "NOTFOUND"
         for read in (client.read_to_end, lambda: client.read_exactly(1)):

@@ -7,14 +7,13 @@ import json
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import ServerProcess, serving_config, write_config
-from helpers import RECIPIENT, SECRET, FakeClock, StartServer, config_data
+from helpers import RECIPIENT, SECRET, FakeClock, ScriptedServers, StartServer, config_data
 from tempmail import __version__, cli, config, netstring, schemes, status
 from tempmail.lookup import Resolver, Result
 from tempmail.socketmap import NOTFOUND
@@ -203,30 +202,15 @@ def test_status_prints_the_report(
     assert json.loads(out)["identities"][0]["self_test"] == "ok"
 
 
+def _answer_perm(connection: socket.socket) -> None:
+    while connection.recv(4096):
+        connection.sendall(netstring.encode(b"PERM unknown map name '_status'"))
+
+
 @pytest.fixture
-def old_server(short_dir: Path) -> Iterator[str]:
+def old_server(scripted_server: ScriptedServers) -> str:
     """A server that answers every request PERM, as tempmail 1.x answers `_status`."""
-    path = short_dir / "old.sock"
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(path))
-    listener.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                while connection.recv(4096):
-                    connection.sendall(netstring.encode(b"PERM unknown map name '_status'"))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"unix:{path}"
-    listener.shutdown(socket.SHUT_RDWR)
-    listener.close()
-    thread.join(5)
+    return scripted_server.start(_answer_perm)
 
 
 def test_self_test_against_a_server_without_status(
