@@ -402,3 +402,39 @@ def test_python_dash_m(tmp_path: Path) -> None:
         [sys.executable, "-m", "tempmail", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout == f"tempmail {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["address"], ["address", "--json"], ["--help"]])
+def test_a_reader_that_stops_reading_is_no_error(tmp_path: Path, command: list[str]) -> None:
+    """`tempmail address | head -n 1`: the pipe's reader is gone before tempmail writes."""
+    config_path = tmp_path / "config.toml"
+    write_config(config_path, config_data())
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tempmail", "-c", str(config_path), *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr
+    assert done.returncode == 0
+
+
+def test_a_broken_pipe_that_is_not_standard_output_still_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a reader of our output that went away is forgiven, not a peer that hung up."""
+
+    def hung_up(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli.address, "run", hung_up)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["address"])

@@ -9,6 +9,9 @@ fast (no event loop is imported).
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import sys
 from typing import TYPE_CHECKING, TypeAlias
 
 from tempmail import version
@@ -64,7 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return command(args)
+        status = command(args)
+        sys.stdout.flush()  # here, where a reader that went away is handled, not at exit
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        # `tempmail address | head -n 1`: the reader took what it wanted and left; that is no
+        # error of ours. Whatever is still buffered goes nowhere, so that the interpreter's
+        # last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
     except ConfigError as exc:
         for problem in exc.problems:
             error(problem)
@@ -74,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    return status
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe that nobody reads any more (poll says POLLERR)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced, closed or not a file
+        return False
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 class _Version(argparse.Action):
