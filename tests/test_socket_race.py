@@ -9,12 +9,15 @@ attack for real: a racing process as the service user, root starting the listene
 
 from __future__ import annotations
 
+import os
 import pwd
 import shutil
 import stat
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from helpers import require_tool
 from tempmail import config as config_module
@@ -70,3 +73,31 @@ def test_a_racing_service_user_cannot_make_root_chmod_or_chown_another_file(
     assert exchanges > 0  # the attack really ran while the sockets existed
     assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, 0, 0)
     assert victim.read_text() == "root's\n"
+
+
+def test_a_private_directory_replaced_before_it_is_opened_is_refused(
+    service_user: pwd.struct_passwd, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap of the private directory itself, made deterministic: between root's mkdir and
+    its open, the service user renames root's directory away and makes one of its own under
+    the same name. Root refuses to bind there (the socket would be the user's to swap)."""
+    sockets = short_dir / "tempmail"
+    sockets.mkdir(mode=0o750)
+    shutil.chown(sockets, service_user.pw_uid, service_user.pw_gid)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swapped(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(name, mode, dir_fd=dir_fd)
+        os.rename(name, name + ".moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        real_mkdir(name, 0o700, dir_fd=dir_fd)
+        os.chown(name, service_user.pw_uid, service_user.pw_gid, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swapped)
+    settings = config_module.SocketSettings(path=sockets / "socket", mode=0o660)
+    with pytest.raises(ServerError) as caught:
+        listeners.bind(settings)
+    assert str(caught.value).startswith(
+        f"socket.path: the directory made in {sockets} to create the socket in was replaced "
+        f"(now owner uid {service_user.pw_uid}, mode 0700)"
+    )
+    assert not (sockets / "socket").exists()

@@ -185,6 +185,7 @@ def _bind_privately(  # noqa: PLR0913 - the socket's settings, unpacked
         private = os.open(
             private_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory
         )
+        _check_private(private, path)
         # Through /proc/self/fd the path names the directory we opened, whatever happens to
         # its name; it is also short, whatever the length of the socket directory's path.
         sock.bind(f"/proc/self/fd/{private}/{_BOUND_NAME}")
@@ -199,6 +200,9 @@ def _bind_privately(  # noqa: PLR0913 - the socket's settings, unpacked
             dst_dir_fd=directory,
             follow_symlinks=False,
         )
+    except ServerError:
+        sock.close()
+        raise
     except FileExistsError:
         sock.close()
         raise ServerError(
@@ -217,8 +221,27 @@ def _bind_privately(  # noqa: PLR0913 - the socket's settings, unpacked
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_BOUND_NAME, dir_fd=private)
             os.close(private)
-        os.rmdir(private_name, dir_fd=directory)
+        # By name: whoever may write to the socket directory may have renamed it meanwhile;
+        # then what is left behind is theirs, or an empty directory of ours.
+        with contextlib.suppress(OSError):
+            os.rmdir(private_name, dir_fd=directory)
     return sock
+
+
+def _check_private(private: int, path: Path) -> None:
+    """The directory opened by name is the one we made: ours, and closed to everyone else.
+
+    Between our mkdir and our open, a user who may write to the socket directory could rename
+    ours away and put a directory of their own under its name; binding in theirs would let
+    them swap the socket for a symlink before our chmod.
+    """
+    found = os.fstat(private)
+    if found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        raise ServerError(
+            f"socket.path: the directory made in {path.parent} to create the socket in was "
+            f"replaced (now owner uid {found.st_uid}, mode {found.st_mode & 0o7777:04o}) by "
+            f"someone who may write to {path.parent}; refusing to create the socket there"
+        )
 
 
 #: The socket's name inside the private directory it is bound in.
