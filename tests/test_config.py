@@ -869,3 +869,13 @@ def test_a_publish_path_through_a_symlink_loop_is_no_crash(tmp_path: Path) -> No
     data = {**config_data(), "publish": {"file": str(tmp_path / "a")}}
     loaded = config.parse(data, path=tmp_path / "config.toml", environ={})
     assert loaded.publish.file == tmp_path / "a"
+
+
+@pytest.mark.parametrize("zone", ["Europe", "America/", "", "../../etc/passwd"])
+def test_a_time_zone_that_names_a_directory_or_nothing_is_a_config_error(zone: str) -> None:
+    """ZoneInfo("Europe") raises IsADirectoryError, not ZoneInfoNotFoundError."""
+    data = config_data(timezone=zone)
+    with pytest.raises(ConfigError) as caught:
+        config.parse(data, environ={})
+    expected = f"unknown IANA time zone {zone!r} (for example 'Europe/Berlin')"
+    assert caught.value.problems == [f"<config>: identities.default.timezone: {expected}"]

@@ -21,7 +21,7 @@ import pytest
 import tomli_w
 
 from harness import RunningServer, write_config
-from helpers import RECIPIENT, StartServer, config_data
+from helpers import RECIPIENT, SECRET, StartServer, config_data
 from tempmail import schemes, status
 from tempmail.client import Client
 from tempmail.server import NEEDS_RESTART
@@ -244,7 +244,9 @@ def test_a_secret_file_that_appears_later_is_noticed(
     wait_for(lambda: resolves(running, address(NEW_SECRET)), "the restored secret")
 
 
-def test_log_level_applies_on_reload(start_server: StartServer) -> None:
+def test_log_level_applies_on_reload(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
     running = start_server()
     logger = logging.getLogger("tempmail")
     before = logger.level
@@ -259,6 +261,9 @@ def test_log_level_applies_on_reload(start_server: StartServer) -> None:
         running.rewrite_config(data)
         assert running.reload() is True
         assert logger.level == logging.DEBUG
+        # Lookups are logged from the first one after that reload.
+        running.query("nobody@example.org")
+        assert "lookup key=nobody@example.org result=NOTFOUND" in caplog.text
     finally:
         logger.setLevel(before)
 
@@ -269,3 +274,22 @@ def test_the_readme_lists_exactly_what_needs_a_restart() -> None:
     sentence = next(line for line in readme.splitlines() if "need a restart:" in line)
     named = set(re.findall(r"`([^`]+)`", sentence.split("need a restart:")[1]))
     assert named == {f"[{key}]" if "." not in key else key for key in NEEDS_RESTART}
+
+
+def test_an_unexpected_error_while_reloading_fails_the_reload_not_the_server(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in loading (not a ConfigError) is a failed reload: the old config serves on."""
+    running = start_server()
+    today = address(SECRET)
+
+    def broken_loader() -> None:
+        raise IsADirectoryError(21, "Is a directory")
+
+    monkeypatch.setattr(running.server, "_loader", broken_loader)
+    assert running.reload() is False
+    assert running.server.stats.last_reload_error == (
+        "unexpected error: IsADirectoryError (a bug; see the log)"
+    )
+    assert resolves(running, today)
+    assert not running.task.done()

@@ -42,6 +42,10 @@ class Handler:
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._perm_replies: dict[bytes, Reply] = {}
 
+    def follow_log_level(self) -> None:
+        """Log lookups or not as the logger now says (it is asked once, not per lookup)."""
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
     @property
     def resolver(self) -> Resolver:
         """The resolver (and its current day's table)."""

@@ -219,9 +219,13 @@ class Server:
         before = dict(zip(watched, watch.signatures(watched), strict=True))
         try:
             handler = await anyio.to_thread.run_sync(self._load_handler)
-        except ConfigError as exc:
+        except Exception as exc:  # a reload never ends the service that is running
+            if isinstance(exc, ConfigError):
+                reason = "; ".join(exc.problems)
+            else:
+                log.exception("unexpected error while reloading (a bug)")
+                reason = f"unexpected error: {type(exc).__name__} (a bug; see the log)"
             self._files.rebase(tuple(before.values()))  # retried when the files change again
-            reason = "; ".join(exc.problems)
             self.stats.reloads_failed += 1
             self.stats.last_reload_ok = False
             self.stats.last_reload_error = reason
@@ -246,10 +250,12 @@ class Server:
                 "previous values",
                 ", ".join(changed),
             )
+        # The level first: the handler, built in the worker thread, asks it only once.
+        logs.set_level(self._log_level or new.server.log_level)
+        handler.follow_log_level()
         self.ref.handler = handler
         if self._limiter is not None:
             self._limiter.total_tokens = new.server.max_connections
-        logs.set_level(self._log_level or new.server.log_level)
         self.stats.reloads_ok += 1
         self.stats.config_generation += 1
         self.stats.config_loaded_at = self._clock()
@@ -531,13 +537,16 @@ class Server:
     ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started()
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("received SIGHUP: reloading the configuration")
-                    await self.reload(trigger="signal")
-                else:
-                    log.info("received %s: shutting down", signal.Signals(signum).name)
-                    self.stop()
+            # Reloads run beside this loop, so that a SIGTERM is never kept waiting behind a
+            # slow one (they still run one at a time: reload() holds a lock).
+            async with anyio.create_task_group() as reloads:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("received SIGHUP: reloading the configuration")
+                        reloads.start_soon(functools.partial(self.reload, trigger="signal"))
+                    else:
+                        log.info("received %s: shutting down", signal.Signals(signum).name)
+                        self.stop()
 
     async def _shut_down(self) -> None:
         await self._stop_listening()

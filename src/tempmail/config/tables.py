@@ -254,7 +254,7 @@ class Table:
         text = self.get(name, str, default)
         try:
             return ZoneInfo(text)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a directory
             self.problem(name, f"unknown IANA time zone {text!r} (for example 'Europe/Berlin')")
             return ZoneInfo(default)
 
