@@ -438,3 +438,32 @@ def test_a_broken_pipe_that_is_not_standard_output_still_fails(
     monkeypatch.setattr(cli.address, "run", hung_up)
     with pytest.raises(BrokenPipeError):
         cli.main(["address"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        # os.kill(-1, SIGHUP) as root signals every process; 0 would signal our group.
+        (["reload", "--pid", "-1"], "argument --pid: must be above 0, got -1"),
+        (["reload", "--pid", "0"], "argument --pid: must be above 0, got 0"),
+        (["reload", "--pid", "x"], "argument --pid: expected a whole number, got 'x'"),
+        (["reload", "--timeout", "0"], "argument --timeout: must be above 0 and at most 86400"),
+        (["query", "k", "--timeout", "-1"], "argument --timeout: must be above 0 and at most"),
+        (["query", "k", "--timeout", "nan"], "argument --timeout: must be above 0 and at most"),
+    ],
+)
+def test_pids_and_timeouts_are_checked_before_anything_is_signalled(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    problem: str,
+) -> None:
+    monkeypatch.setattr(os, "kill", _never_called)
+    with pytest.raises(SystemExit) as caught:
+        cli.main([*argv, "--socket", "unix:/nonexistent/socket"])
+    assert caught.value.code == cli.EX_USAGE
+    assert problem in capsys.readouterr().err
+
+
+def _never_called(*args: object) -> None:
+    raise AssertionError(f"os.kill{args} was called")

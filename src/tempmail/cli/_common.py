@@ -54,3 +54,25 @@ def load_config(args: argparse.Namespace) -> Config:
     from tempmail import config  # noqa: PLC0415 - imported per command to keep startup fast
 
     return config.load(args.config)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0 (a PID: 0 and -1 would signal groups)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 86400:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400, got {text}")
+    return value

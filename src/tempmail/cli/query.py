@@ -15,6 +15,7 @@ from tempmail.cli._common import (
     EX_UNAVAILABLE,
     error,
     load_config,
+    positive_seconds,
 )
 from tempmail.errors import UsageError
 
@@ -50,7 +51,7 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
         "--socket", metavar="unix:PATH|inet:HOST:PORT", help="server (default: from the config)"
     )
     query.add_argument("--map", metavar="NAME", help="socketmap name (default: from the config)")
-    query.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
+    query.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds (default: 5)")
     query.add_argument(
         "--self-test",
         action="store_true",

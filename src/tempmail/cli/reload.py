@@ -19,7 +19,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Final
 
-from tempmail.cli._common import EX_OK, load_config
+from tempmail.cli._common import EX_OK, load_config, positive_int, positive_seconds
 from tempmail.cli.query import ask_status
 from tempmail.errors import ConfigError, ProtocolError, ServerError, UsageError
 
@@ -51,11 +51,11 @@ def register(commands: Commands, parent: argparse.ArgumentParser) -> None:
     )
     reload.add_argument(
         "--pid",
-        type=int,
+        type=positive_int,
         help="the server's PID (default: the process listening on the unix socket)",
     )
     reload.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the result (30)"
+        "--timeout", type=positive_seconds, default=30.0, help="seconds to wait for the result (30)"
     )
     reload.set_defaults(func=run)
 
@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Client(target, timeout=args.timeout) as connection:
             before = ask_status(connection)
-            pid = args.pid or _listening_pid(connection.peer_pid(), before["pid"])
+            pid = (
+                args.pid
+                if args.pid is not None
+                else _listening_pid(connection.peer_pid(), before["pid"])
+            )
             done = before["reloads"]["ok"] + before["reloads"]["failed"]
             _signal(pid)
             while True:
