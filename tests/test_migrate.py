@@ -518,3 +518,23 @@ def test_migrate_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
         cli.main(["migrate"])
     assert caught.value.code == cli.EX_USAGE
     assert not (tmp_path / "x").exists()
+
+
+def test_a_secret_with_a_line_break_is_refused() -> None:
+    """bash hashes $'...\\n' with its line break; tempmail's secrets are one line, so the
+    addresses would silently differ from the original's."""
+    for assignment in ("SHARED_SECRET=$'s3cret-of-the-original\\n'", 'SHARED_SECRET="a\nb"'):
+        assert_migrate_fails(
+            f"{assignment}\nDOMAIN=example.org\nMAILDROP=me@example.net\n",
+            "SHARED_SECRET holds a line break, which tempmail's secrets cannot; choose a new "
+            "secret (every address changes), or remove the line break in the original first",
+        )
+
+
+def test_an_empty_socket_mode_is_the_default_not_0000() -> None:
+    """SOCKETMAP_UNIX_SOCKET_MODE= would be mode 0000, which no client could connect to."""
+    variables = parse(OLD_CONFIG.replace('SOCKETMAP_UNIX_SOCKET_MODE="660"', ""))
+    default = migrate.convert(variables, timezone="UTC").data["socket"].get("mode")
+    variables["SOCKETMAP_UNIX_SOCKET_MODE"] = ""
+    assert migrate.convert(variables, timezone="UTC").data["socket"].get("mode") == default
+    assert default != "0000"

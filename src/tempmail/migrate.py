@@ -43,6 +43,7 @@ _EMPTY_MEANS_UNSET: Final = {
     "SOCKETMAP_UNIX_SOCKET_OWNER_UID",
     "SOCKETMAP_UNIX_SOCKET_OWNER_GID",
     "PARSER_RUN_UID",
+    "SOCKETMAP_UNIX_SOCKET_MODE",  # empty would be mode 0000: nobody could connect
 }
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHOLE_NUMBER: Final = re.compile(r"[0-9]{1,9}")  # ASCII digits; int() also takes '٢'

@@ -178,10 +178,18 @@ def run_migrate(args: argparse.Namespace) -> int:
     variables, notes = migrate.parse_shell_assignments(text, str(old))
     if "SHARED_SECRET" not in variables:
         raise ConfigError(f"{old}: SHARED_SECRET is not set; the original needs one")
+    secret = variables["SHARED_SECRET"]
+    if "\n" in secret or "\r" in secret:
+        # tempmail's secrets are one line (a secret file's line end is not part of it), so
+        # such a secret would silently give other addresses than the original's.
+        raise ConfigError(
+            f"{old}: SHARED_SECRET holds a line break, which tempmail's secrets cannot; "
+            "choose a new secret (every address changes), or remove the line break in the "
+            "original first"
+        )
     timezone = args.timezone or migrate.detect_timezone()
     migration = migrate.convert(variables, timezone=timezone, source=str(old))
     checked = config.parse(migration.data, path=output or old.absolute(), environ={})
-    secret = variables["SHARED_SECRET"]
     new = _toml(_with_secret(config.dump(checked), secret_file, secret))
     _write(
         [
