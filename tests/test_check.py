@@ -550,3 +550,19 @@ def test_without_smtpd_and_cleanup_the_socket_is_still_tried(
         "ok    postfix connects to unix:tempmail/socket not chrooted as any daemon, and "
         "tempmail answers"
     ) in lines
+
+
+def test_a_socket_postfix_cannot_name_is_one_config_error(
+    postfix_dir: PostfixDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 0 (the kernel picks one) cannot go into main.cf: the same error as postfix-config."""
+    data = config_data()
+    data["socket"] = {"type": "inet", "port": 0}
+    config_path = write_config(tmp_path / "c.toml", data)
+    argv = ["-c", str(config_path), "check", "--postfix-dir", str(postfix_dir.config)]
+    assert cli.main(argv) == cli.EX_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith(f"tempmail: {config_path}: ")
+    assert "Traceback" not in err
+    assert cli.main(["-c", str(config_path), "postfix-config"]) == cli.EX_CONFIG
+    assert capsys.readouterr().err == err  # one cause, told the same way

@@ -723,7 +723,7 @@ def test_several_recipient_delimiters_and_none(tmp_path: Path) -> None:
         ("socket", "owner", "post\u0000fix", "expected a name or a numeric id, got 'post\\x00fix'"),
         ("socket", "group", "post:fix", "expected a name or a numeric id, got 'post:fix'"),
         ("socket", "group", "", "expected a name or a numeric id, got ''"),
-        ("socket", "group", -1, "expected a name or a numeric id, got an integer"),
+        ("socket", "group", -1, "a numeric id must be between 0 and 4294967294, got -1"),
         (
             "socket",
             "host",
@@ -879,3 +879,21 @@ def test_a_time_zone_that_names_a_directory_or_nothing_is_a_config_error(zone: s
         config.parse(data, environ={})
     expected = f"unknown IANA time zone {zone!r} (for example 'Europe/Berlin')"
     assert caught.value.problems == [f"<config>: identities.default.timezone: {expected}"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (2**32 - 1, "a numeric id must be between 0 and 4294967294, got 4294967295"),
+        (99999999999, "a numeric id must be between 0 and 4294967294, got 99999999999"),
+        (-1, "a numeric id must be between 0 and 4294967294, got -1"),
+    ],
+)
+def test_numeric_socket_owners_and_groups_fit_an_id(value: int, problem: str) -> None:
+    data = {**config_data(), "socket": {"owner": value, "group": value}}
+    with pytest.raises(ConfigError) as caught:
+        config.parse(data, environ={})
+    assert caught.value.problems == [
+        f"<config>: socket.owner: {problem}",
+        f"<config>: socket.group: {problem}",
+    ]

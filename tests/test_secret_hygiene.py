@@ -494,6 +494,17 @@ def test_starting_as_root_on_purpose_warns(
     assert 'running as root because server.user = "root"' in caplog.text
 
 
+def test_a_user_with_uid_0_is_root_and_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """server.user = "0" (or root's other names) is no unprivileged user: it is said."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "setuid", _forbidden)
+    monkeypatch.setattr(os, "initgroups", _forbidden)
+    privileges.drop_privileges("0")
+    assert "running as root because server.user = '0' is uid 0" in caplog.text
+
+
 def test_serve_as_root_without_a_user_exits_with_a_config_error(
     short_dir: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -449,7 +449,7 @@ class _Context:
             [address],
             element,
             account=self.owner if as_owner else None,
-            cwd=str(self.queue),
+            cwd=self.workdir,
         )
         result = found.get(address)
         if error:

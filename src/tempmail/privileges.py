@@ -37,6 +37,12 @@ def drop_privileges(user: str | None) -> None:
         log.warning('running as root because server.user = "root"; an unprivileged user is safer')
         return
     entry = _switch_target(user)
+    if entry.pw_uid == 0:  # "0", or another name of root (toor): root all the same
+        log.warning(
+            "running as root because server.user = %r is uid 0; an unprivileged user is safer",
+            user,
+        )
+        return
     try:
         os.initgroups(entry.pw_name, entry.pw_gid)
         os.setgid(entry.pw_gid)

@@ -133,7 +133,10 @@ def run_check(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     tools = doctor.Postfix.locate(args.postfix_dir)
-    report = doctor.check(config, tools)
+    try:
+        report = doctor.check(config, tools)
+    except ValueError as exc:  # the socket cannot be named in main.cf, as postfix-config says
+        raise ConfigError(f"{config.path}: {exc}") from None
     print(f"Postfix {report.postfix_version}, configuration in {report.config_directory}")
     for finding in report.findings:
         print(f"{'ok  ' if finding.passed else 'FAIL'}  {finding.text}")

@@ -25,6 +25,10 @@ from tempmail.secret import (
 T = TypeVar("T")
 
 
+#: The largest user or group id: uid_t is 32 bits and (uid_t)-1 means "unchanged" to chown.
+MAX_ID: Final = 2**32 - 2
+
+
 class Reader:
     """Collects problems and warnings for one file."""
 
@@ -241,8 +245,11 @@ class Table:
         value = self.data.get(name)
         if value is None:
             return None
-        if type(value) is int and value >= 0:
+        if type(value) is int and 0 <= value <= MAX_ID:
             return value
+        if type(value) is int:
+            self.problem(name, f"a numeric id must be between 0 and {MAX_ID}, got {value}")
+            return None
         if type(value) is str and ACCOUNT.fullmatch(value):
             return value
         wrong = repr(value) if type(value) is str else _type_name(value)
