@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import grp
 import os
 import pwd
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import cast
 
+import anyio
 import pytest
 
 from helpers import RECIPIENT, SECRET, FakeClock, StartServer, at, config_data
 from tempmail import config as config_module
-from tempmail import connection, listeners, runtime, schemes, socketmap
+from tempmail import connection, listeners, runtime, schemes, server, socketmap
 from tempmail.errors import ServerError
+from tempmail.handler import Handler, HandlerRef
 from tempmail.netstring import encode
 from tempmail.socketmap import Status
 
@@ -351,6 +358,55 @@ def test_inherited_sockets_need_matching_pid() -> None:
     assert listeners.inherited({}) == []
 
 
+#: Run in a process of its own: fd 3 there is a connected socket, as a unit with Accept=yes
+#: passes it.
+_ACCEPT_YES = """
+import os, socket, sys
+from tempmail import listeners
+from tempmail.errors import ServerError
+client, served = socket.socketpair()
+os.dup2(served.fileno(), 3)
+try:
+    listeners.inherited({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"})
+except ServerError as exc:
+    print(exc)
+"""
+
+
+def test_a_connected_socket_from_systemd_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _ACCEPT_YES], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert done.stdout == (
+        "inherited file descriptor 3 is not a listening socket; tempmail's socket unit needs "
+        "Accept=no (the default)\n"
+    )
+
+
+def test_an_accept_error_that_persists_backs_off_instead_of_spinning(
+    start_server: StartServer,
+) -> None:
+    """accept() failing with EINVAL forever (a connected socket) must not freeze the loop."""
+    running = start_server()
+    listening, peer = socket.socketpair()
+    peer.sendall(b"x")  # readable, but accept() on it fails with EINVAL
+    listening.setblocking(False)
+    before = running.server.stats.accept_errors
+
+    async def accept_for_a_while() -> None:
+        with anyio.move_on_after(0.3):
+            await running.server._accept_loop(listening)
+
+    try:
+        running.portal.call(accept_for_a_while)
+    finally:
+        listening.close()
+        peer.close()
+    # Backing off 10, 20, 40, 80, 160 ms: a handful of attempts, not millions.
+    assert 1 <= running.server.stats.accept_errors - before <= 12
+    assert running.query(today_key()).status is Status.OK
+
+
 def test_at_the_cap_the_longest_idle_connection_makes_room(start_server: StartServer) -> None:
     """Idle connections cannot lock Postfix out: at max_connections the idlest is closed."""
     monotonic = FakeClock(1000.0)
@@ -450,3 +506,149 @@ def test_reload_warns_about_settings_that_need_a_restart(
         "keeps the previous values" in caplog.text
     )
     assert running.server.config.server.idle_timeout == 30
+
+
+def test_at_the_cap_a_connection_that_does_not_read_makes_room_when_none_is_idle_long(
+    start_server: StartServer,
+) -> None:
+    """The only idle connection is recent (Postfix's): the one not reading its replies goes."""
+    monotonic = FakeClock(1000.0)  # never advances: the idle connection stays recent
+    data = config_data()
+    data["server"] = {"max_connections": 2}
+    running = start_server(data, monotonic=monotonic)
+    with running.connect() as postfix, running.connect() as hog:
+        postfix.send_raw(request(today_key()))
+        assert postfix.read_exactly(len(OK_REPLY)) == OK_REPLY
+        hog.socket.setblocking(False)
+        burst = memoryview(b"1: ," * 65536)  # PERM replies, never read
+        with contextlib.suppress(BlockingIOError):
+            while burst:
+                burst = burst[hog.socket.send(burst) :]
+        with running.connect() as third:
+            third.socket.settimeout(5)
+            assert third.query("tempmail", today_key()).data == RECIPIENT
+        assert running.server.stats.connections_evicted_held == 1
+        assert running.server.stats.connections_evicted == 0
+        postfix.send_raw(request(today_key()))  # still served
+        assert postfix.read_exactly(len(OK_REPLY)) == OK_REPLY
+
+
+class _EndlessBacklog:
+    """A listener whose backlog is never found empty, as a TCP socket's need not be at
+    shutdown (it keeps its name, so clients may go on connecting)."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.closed = False
+
+    def unlink(self) -> None:
+        pass
+
+    def accept_pending(self, limit: int = 0) -> list[socket.socket]:  # noqa: ARG002
+        self.passes += 1
+        waiting, client = socket.socketpair()
+        client.close()  # a client that connected and left
+        return [waiting]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stop_ends_while_clients_keep_arriving(start_server: StartServer) -> None:
+    running = start_server()
+    endless = _EndlessBacklog()
+    running.server._bound.append(endless)  # type: ignore[arg-type]
+    running.portal.call(running.server.stop)
+    running.task.result(timeout=30)
+    assert endless.passes == server.SHUTDOWN_ACCEPT_PASSES
+    assert endless.closed
+
+
+class _Owner:
+    def __init__(self) -> None:
+        self.reports: list[int] = []
+
+    def connection_opened(self, opened: connection.SocketmapConnection) -> None:
+        pass
+
+    def held_changed(self, changed: connection.SocketmapConnection, held: int) -> None:  # noqa: ARG002
+        self.reports.append(held)
+
+    def connection_closed(self, closed: connection.SocketmapConnection) -> None:
+        pass
+
+
+def test_a_connection_is_idle_from_when_it_opens_not_from_when_it_was_made() -> None:
+    """At the cap an accepted client may wait seconds for room: that wait is not idleness."""
+    monotonic = FakeClock(100.0)
+    loaded = config_module.parse(config_data(), environ={})
+    made = connection.SocketmapConnection(
+        _Owner(), HandlerRef(Handler(loaded, time.time())), time.time, monotonic
+    )
+    monotonic.now = 160.0
+
+    async def open_it() -> None:
+        made.connection_made(cast("asyncio.Transport", object()))
+
+    asyncio.run(open_it())
+    assert made.last_active == 160.0
+
+
+class _Transport:
+    """Just enough of a transport: a write buffer whose size the test sets."""
+
+    def __init__(self) -> None:
+        self.buffered = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> None:  # noqa: ARG002
+        return None
+
+
+def test_after_the_server_recounts_what_a_connection_holds_growth_is_reported_again() -> None:
+    """A write buffer that drained silently, then filled again, is reported: the server's
+    recount (when all connections held too much) is where the next report counts from."""
+    owner = _Owner()
+    loaded = config_module.parse(config_data(), environ={})
+    served = connection.SocketmapConnection(
+        owner, HandlerRef(Handler(loaded, time.time())), time.time, time.monotonic
+    )
+    transport = _Transport()
+    ask = request("nobody@example.org")
+
+    async def run() -> None:
+        served.connection_made(cast("asyncio.Transport", transport))
+        transport.buffered = 60_000  # replies the client does not read
+        served.data_received(ask)
+        transport.buffered = 0  # then it read them all: no turn, no report
+        assert served.measure_held() == 0  # the server's recount
+        transport.buffered = 60_000  # and it stopped reading again
+        served.data_received(ask)
+
+    asyncio.run(run())
+    assert owner.reports == [60_000, 60_000]
+
+
+def test_a_stop_answers_every_request_already_sent_by_a_pipelining_client(
+    start_server: StartServer,
+) -> None:
+    """Requests that arrived before the stop are answered, also those the kernel still held
+    while the connection had paused reading to give the others their turn."""
+    running = start_server()
+    ask = request(today_key())
+    with running.connect() as client:
+        client.send_raw(ask * 8000)  # 192 KB: read at once, then answered turn by turn
+        time.sleep(0.01)  # the server has read it and pauses reading between its turns
+        client.send_raw(ask * 4000)  # so this waits in the kernel (it fits in the buffer)
+        running.portal.call(running.server.stop)
+        replies = client.read_to_end()
+    assert len(replies) // len(OK_REPLY) == 12_000
+    assert replies == OK_REPLY * 12_000

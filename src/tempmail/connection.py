@@ -129,6 +129,11 @@ class SocketmapConnection(asyncio.Protocol):
         writing = transport.get_write_buffer_size() if transport is not None else 0
         return self._session.buffered + writing
 
+    def measure_held(self) -> int:
+        """What the connection holds now, for the server to count (reports start from it)."""
+        self._reported_held = held = self.held
+        return held
+
     @property
     def reading_replies(self) -> bool:
         """False while the client lets its replies pile up (the write buffer is full)."""
@@ -214,6 +219,8 @@ class SocketmapConnection(asyncio.Protocol):
         # A stream transport (uvloop's do not subclass asyncio.Transport, hence no isinstance).
         self._transport = cast("asyncio.Transport", transport)
         self._loop = asyncio.get_running_loop()
+        # Idle from now, not from when it was accepted: at the cap it may have waited for room.
+        self._last_active = self._monotonic()
         self._owner.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
@@ -276,7 +283,11 @@ class SocketmapConnection(asyncio.Protocol):
 
     def _after_turn(self, next_step: Next, transport: asyncio.Transport) -> None:
         """Close, resume reading, or queue the next turn; then report what is held."""
-        if next_step is Next.CLOSE or (next_step is Next.READ and self._draining):
+        if next_step is Next.READ and self._draining and self._bytes_in_kernel() > 0:
+            # Shutting down while reading was paused: what arrived meanwhile is answered too.
+            if not self._writing_paused:
+                self._resume_reading()
+        elif next_step is Next.CLOSE or (next_step is Next.READ and self._draining):
             transport.close()  # after the replies are written
         elif next_step is Next.READ:
             if not self._writing_paused:

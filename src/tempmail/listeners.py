@@ -49,13 +49,13 @@ class Bound:
         # socket at the same path, and that one must survive our shutdown.
         self._identity = _file_identity(path) if path is not None else None
 
-    def accept_pending(self) -> list[socket.socket]:
-        """Accept every connection waiting in the listen backlog, without waiting."""
+    def accept_pending(self, limit: int) -> list[socket.socket]:
+        """Accept the connections waiting in the listen backlog (``limit`` at most) at once."""
         accepted: list[socket.socket] = []
         blocking = self.sock.getblocking()
         self.sock.setblocking(False)  # noqa: FBT003 - socket API
         try:
-            while True:
+            while len(accepted) < limit:
                 try:
                     connection, _ = self.sock.accept()
                 except (BlockingIOError, InterruptedError):
@@ -66,6 +66,7 @@ class Bound:
                 accepted.append(connection)
         finally:
             self.sock.setblocking(blocking)
+        return accepted
 
     def close(self) -> None:
         """Close the socket and remove its path if it is still the socket we created."""
@@ -361,6 +362,13 @@ def inherited(environ: Mapping[str, str]) -> list[Bound]:
         sock = socket.socket(fileno=fd)
         if sock.type != socket.SOCK_STREAM:
             raise ServerError(f"inherited file descriptor {fd} is not a stream socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            # A unit with Accept=yes passes one connected client per instance: accept() on it
+            # fails with EINVAL forever.
+            raise ServerError(
+                f"inherited file descriptor {fd} is not a listening socket; tempmail's socket "
+                "unit needs Accept=no (the default)"
+            )
         name = sock.getsockname()
         description = (
             f"unix:{name}" if sock.family == socket.AF_UNIX else f"inet:{name[0]}:{name[1]}"

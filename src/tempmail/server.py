@@ -77,8 +77,14 @@ MAX_HELD_BYTES: Final = 16 * 1024 * 1024
 HELD_AFTER_EVICTION: Final = MAX_HELD_BYTES * 3 // 4
 #: accept() failures that mean "out of a resource": back off and try again.
 _RESOURCE_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() errors about the one client being accepted (it left, or its handshake failed):
+#: the next client is accepted at once. Any other error backs off, like a resource error.
+_CLIENT_ERRORS: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
 #: Connections accepted per wake-up of an accept loop, at most (then the loop yields).
 ACCEPT_BATCH: Final = 256
+#: At shutdown, how many times the listen backlog is emptied, at most, before the listener
+#: closes (a unix socket's backlog is found empty after one or two; see _stop_listening).
+SHUTDOWN_ACCEPT_PASSES: Final = 8
 #: Back-off after a resource error in accept(): from the first to the longest delay.
 ACCEPT_BACKOFF: Final = (0.01, 1.0)
 #: A repeated warning (accept errors, evictions) is logged at most once per this many seconds.
@@ -319,17 +325,17 @@ class Server:
         while True:
             await anyio.wait_readable(listening)
             accepted: list[tuple[socket.socket, SocketmapConnection]] = []
-            while len(accepted) < ACCEPT_BATCH:
+            for _attempt in range(ACCEPT_BATCH):  # attempts, not successes: errors end it too
                 try:
                     sock, _ = listening.accept()
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
                     self.stats.accept_errors += 1
-                    if exc.errno not in _RESOURCE_ERRORS:  # e.g. ECONNABORTED: that client left
+                    if exc.errno in _CLIENT_ERRORS:
                         continue
-                    # Out of descriptors or memory: never die of it, and never spin. Clients
-                    # wait in the listen backlog meanwhile.
+                    # Out of descriptors or memory, or anything unexpected: never die of it,
+                    # and never spin. Clients wait in the listen backlog meanwhile.
                     self._warn("accept", "cannot accept connections: %s; retrying", exc.strerror)
                     await self._serve_all(accepted)
                     accepted = []
@@ -429,7 +435,7 @@ class Server:
             if self._monotonic() - idlest.last_active >= EVICT_IDLE_AFTER:
                 idlest.evict(CloseReason.EVICTED_IDLE)
                 log.info("at max_connections: closed the connection idle longest to make room")
-            return
+                return
         not_reading = [c for c in open_ if not c.reading_replies]
         if not_reading:
             max(not_reading, key=lambda c: c.held).evict(CloseReason.EVICTED_HELD)
@@ -437,8 +443,10 @@ class Server:
 
     def _relieve_memory(self) -> None:
         """Close the connections holding the most until the rest hold HELD_AFTER_EVICTION."""
-        held = {c: c.held for c in self._connections if c.close_reason is None}
-        self._held = dict(held)  # exact again: reports may lag behind drained buffers
+        # Exact again (reports may lag behind drained buffers), and each connection's next
+        # report counts from here.
+        held = {c: c.measure_held() for c in self._connections if c.close_reason is None}
+        self._held = dict(held)
         self._held_total = sum(held.values())
         evicted = 0
         for connection in sorted(held, key=held.__getitem__, reverse=True):
@@ -579,11 +587,16 @@ class Server:
         # Clients already in the listen backlog have connected and may have sent a request:
         # accept them too, answer what they sent, then close. Until the backlog is found
         # empty: a connect() under way when the name went may complete while we serve.
+        # A bounded number of passes: a TCP or systemd socket keeps its name, so clients may
+        # go on connecting for as long as we accept them.
         for bound in self._bound:
-            while pending := bound.accept_pending():
+            for _pass in range(SHUTDOWN_ACCEPT_PASSES):
+                pending = bound.accept_pending(limit=socket.SOMAXCONN)
+                if not pending:
+                    break
                 for sock in pending:
                     await self._serve(sock, self._new_connection(draining=True))
-            bound.close()  # no await since the backlog was found empty
+            bound.close()  # the rest, if any, get a reset: Postfix retries them
 
 
 def oldest_valid_date(config: Config, now: float) -> dt.date:
