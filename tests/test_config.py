@@ -897,3 +897,16 @@ def test_numeric_socket_owners_and_groups_fit_an_id(value: int, problem: str) ->
         f"<config>: socket.owner: {problem}",
         f"<config>: socket.group: {problem}",
     ]
+
+
+def test_a_secret_of_the_wrong_type_is_one_problem_not_also_a_missing_one() -> None:
+    data = config_data()
+    identity = data["identities"]["default"]
+    identity.pop("secret", None)
+    identity.pop("secret_file", None)
+    identity["secret"] = 123
+    with pytest.raises(ConfigError) as caught:
+        config.parse(data, environ={})
+    assert caught.value.problems == [
+        "<config>: identities.default.secret: expected a string, got an integer"
+    ]

@@ -253,7 +253,7 @@ def _current_secret(
         return table.secret_text("secret", inline), None
     elif file is not None:
         return table.secret_file("secret_file", file, server.secret_permissions), file
-    elif "secret_file" in table.data:
+    elif "secret_file" in table.data or "secret" in table.data:
         pass  # given, but unusable: that problem is recorded, "missing" would be wrong
     elif env_secret is not None:
         try:
