@@ -39,11 +39,13 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,3 +312,22 @@ def require_image(client: Any) -> None:
         client.images.get(HOST_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"image {HOST_IMAGE} is not built locally; run .ci/build-images.sh")
+
+
+#: The README's host steps 1-4, which the plain and the systemd host both run first.
+README_STEPS = ("host-install", "host-user", "host-config", "host-postfix")
+
+
+@contextlib.contextmanager
+def after_readme_steps(host: DebianHost) -> Iterator[DebianHost]:
+    """``host`` after the README's steps 1-4, for a module's tests; its logs are printed when
+    anything fails, and it is removed at the end."""
+    try:
+        for step in README_STEPS:
+            host.readme(step)
+        yield host
+    except BaseException:
+        print(host.logs())
+        raise
+    finally:
+        host.close()

@@ -1,4 +1,4 @@
-"""What every container test shares: the checkout, the images it built, labels, waiting.
+"""What every container test shares: the checkout, the images it built, labels, compose copies.
 
 The fixtures that build the images and hand them out are in conftest.py; test modules import
 these names from here (pytest discourages importing from a conftest).
@@ -6,9 +6,13 @@ these names from here (pytest discourages importing from a conftest).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,22 @@ POSTFIX_IMAGE = os.environ.get("TEMPMAIL_POSTFIX_IMAGE", f"localhost/tempmail-po
 #: Labels on every container and volume the tests make, to find leftovers:
 #: docker ps -a --filter label=org.tempmail.integration-test=1
 LABELS = {"org.tempmail.integration-test": "1"}
+#: LABELS as a YAML flow mapping, for the tests' compose overrides.
+LABELS_YAML = "{" + ", ".join(f'"{k}": "{v}"' for k, v in LABELS.items()) + "}"
+
+
+@contextlib.contextmanager
+def compose_copy(prefix: str) -> Iterator[Path]:
+    """A copy of deploy/compose whose relative paths still work (its ``../../container`` is
+    this checkout's), for a test to add its override and secrets to; removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        directory = workdir / "deploy" / "compose"
+        shutil.copytree(REPO / "deploy" / "compose", directory)
+        (workdir / "container").symlink_to(REPO / "container")
+        yield directory
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)

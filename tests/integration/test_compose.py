@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shutil
-import tempfile
 import time
 import tomllib
 import uuid
@@ -40,7 +38,7 @@ from helpers import require_tool, wait_until
 from tempmail import config as config_module
 
 from .addresses import address_of, wait_past_utc_midnight
-from .engine import LABELS, REPO, Images, missing_prerequisite
+from .engine import LABELS_YAML, REPO, Images, compose_copy, missing_prerequisite
 from .mailbox import maildir_messages
 from .operator_steps import (
     ACCEPTED,
@@ -250,28 +248,26 @@ def project(docker_images: Images) -> Iterator[Project]:
     compose = require_tool("docker-compose", "docker-compose")
     if os.geteuid() != 0:
         missing_prerequisite("the secret must be given to uid 10001 (chown), which needs root")
-    workdir = Path(tempfile.mkdtemp(prefix="tempmail-compose-"))
-    directory = workdir / "deploy" / "compose"
-    shutil.copytree(COMPOSE, directory)
-    (workdir / "container").symlink_to(REPO / "container")
-    labels = "{" + ", ".join(f'"{k}": "{v}"' for k, v in LABELS.items()) + "}"
-    (directory / "override.yaml").write_text(
-        OVERRIDE.format(sidecar=docker_images.sidecar, postfix=docker_images.postfix, labels=labels)
-    )
-    write_secret_directory(directory / "secrets", new_secret())
-    started = Project(compose, docker_images, directory, f"tempmail-it-{uuid.uuid4().hex[:8]}")
-    try:
-        t0 = time.monotonic()
-        started("up", "-d", "--no-build")
-        wait_until(lambda: started.health() == "healthy", 30, 0.1, "the sidecar healthy")
-        wait_until(lambda: started.smtp("probe@localhost").rcpt, 30, 0.2, "Postfix's SMTP")
-        started.started_in = time.monotonic() - t0
-        print(f"\ncompose project up and healthy in {started.started_in:.2f} s")
-        yield started
-    finally:
-        with contextlib.suppress(AssertionError):
-            started("down", "--volumes", "--timeout", "10")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with compose_copy("tempmail-compose-") as directory:
+        (directory / "override.yaml").write_text(
+            OVERRIDE.format(
+                sidecar=docker_images.sidecar, postfix=docker_images.postfix, labels=LABELS_YAML
+            )
+        )
+        write_secret_directory(directory / "secrets", new_secret())
+        name = f"tempmail-it-{uuid.uuid4().hex[:8]}"
+        started = Project(compose, docker_images, directory, name)
+        try:
+            t0 = time.monotonic()
+            started("up", "-d", "--no-build")
+            wait_until(lambda: started.health() == "healthy", 30, 0.1, "the sidecar healthy")
+            wait_until(lambda: started.smtp("probe@localhost").rcpt, 30, 0.2, "Postfix's SMTP")
+            started.started_in = time.monotonic() - t0
+            print(f"\ncompose project up and healthy in {started.started_in:.2f} s")
+            yield started
+        finally:
+            with contextlib.suppress(AssertionError):
+                started("down", "--volumes", "--timeout", "10")
 
 
 @pytest.fixture(autouse=True)

@@ -30,18 +30,11 @@ def host(docker_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """A Debian 12 mail host after the README's steps 1-5 (server in the foreground)."""
     debian_host.require_image(docker_images.client)
     sdist, wheels = debian_host.wheelhouse(tmp_path_factory)
-    host = debian_host.start_plain(docker_images.client, sdist, wheels)
-    try:
-        for step in ("host-install", "host-user", "host-config", "host-postfix"):
-            host.readme(step)
+    started = debian_host.start_plain(docker_images.client, sdist, wheels)
+    with debian_host.after_readme_steps(started) as host:
         host.readme_in_background("host-serve", SERVE_LOG)
         wait_until(lambda: "listening on" in host.read(SERVE_LOG), what="tempmail serve listening")
         yield host
-    except BaseException:
-        print(host.logs())
-        raise
-    finally:
-        host.close()
 
 
 @pytest.fixture(autouse=True)

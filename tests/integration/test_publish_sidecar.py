@@ -16,9 +16,7 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,13 +27,12 @@ import pytest
 from helpers import require_tool, wait_until
 
 from .addresses import wait_past_utc_midnight
-from .engine import LABELS, REPO, Images, missing_prerequisite
+from .engine import LABELS, LABELS_YAML, REPO, Images, compose_copy, missing_prerequisite
 from .operator_steps import new_secret, run, write_secret_directory
 from .sidecar import TEMPMAIL_UID
 
 pytestmark = pytest.mark.containers
 
-COMPOSE = REPO / "deploy" / "compose"
 DOCS = REPO / "docs" / "publishing.md"
 #: Where the web service of compose.publish.yaml sees the directory (read-only).
 WEB_DIR = "/usr/share/nginx/html/tempmail"
@@ -78,28 +75,23 @@ def project(docker_images: Images) -> Iterator[Project]:
     compose = require_tool("docker-compose", "docker-compose")
     if os.geteuid() != 0:
         missing_prerequisite("the publish directory must be given to uid 10001 (chown)")
-    workdir = Path(tempfile.mkdtemp(prefix="tempmail-publish-"))
-    directory = workdir / "deploy" / "compose"
-    shutil.copytree(COMPOSE, directory)
-    (workdir / "container").symlink_to(REPO / "container")
-    labels = "{" + ", ".join(f'"{k}": "{v}"' for k, v in LABELS.items()) + "}"
-    (directory / "override.yaml").write_text(
-        OVERRIDE.format(sidecar=docker_images.sidecar, labels=labels)
-    )
-    write_secret_directory(directory / "secrets", new_secret())
-    # install -d -o 10001 -g 10001 -m 0755 publish
-    (directory / "publish").mkdir(mode=0o755)
-    os.chown(directory / "publish", TEMPMAIL_UID, TEMPMAIL_UID)
-    config = directory / "config" / "config.toml"
-    config.write_text(config.read_text() + "\n" + documented_publish_table() + "\n")
-    started = Project(compose, directory, f"tempmail-publish-{uuid.uuid4().hex[:8]}")
-    try:
-        started("up", "-d", "--no-build", "tempmail")
-        yield started
-    finally:
-        with contextlib.suppress(AssertionError):
-            started("down", "--volumes", "--timeout", "10")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with compose_copy("tempmail-publish-") as directory:
+        (directory / "override.yaml").write_text(
+            OVERRIDE.format(sidecar=docker_images.sidecar, labels=LABELS_YAML)
+        )
+        write_secret_directory(directory / "secrets", new_secret())
+        # install -d -o 10001 -g 10001 -m 0755 publish
+        (directory / "publish").mkdir(mode=0o755)
+        os.chown(directory / "publish", TEMPMAIL_UID, TEMPMAIL_UID)
+        config = directory / "config" / "config.toml"
+        config.write_text(config.read_text() + "\n" + documented_publish_table() + "\n")
+        started = Project(compose, directory, f"tempmail-publish-{uuid.uuid4().hex[:8]}")
+        try:
+            started("up", "-d", "--no-build", "tempmail")
+            yield started
+        finally:
+            with contextlib.suppress(AssertionError):
+                started("down", "--volumes", "--timeout", "10")
 
 
 @pytest.mark.timeout(120)

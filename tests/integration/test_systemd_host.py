@@ -37,19 +37,12 @@ def host(docker_images: Images, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """A Debian 12 host under systemd after the README's steps 1-4 and its systemd block."""
     debian_host.require_image(docker_images.client)
     sdist, wheels = debian_host.wheelhouse(tmp_path_factory)
-    host = debian_host.start_systemd(docker_images.client, sdist, wheels)
-    try:
-        for step in ("host-install", "host-user", "host-config", "host-postfix"):
-            host.readme(step)
+    started = debian_host.start_systemd(docker_images.client, sdist, wheels)
+    with debian_host.after_readme_steps(started) as host:
         # Debian 12 as installed: the README's `install -D` must create this directory.
         assert host.run(["test", "-e", "/etc/sysusers.d"], check=False).exit_code == 1
         host.readme("systemd-install")
         yield host
-    except BaseException:
-        print(host.logs())
-        raise
-    finally:
-        host.close()
 
 
 @pytest.fixture(autouse=True)
